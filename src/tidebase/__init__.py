@@ -1,0 +1,41 @@
+"""Tidebase: durable checkpoints for AI agents, in your own Postgres.
+
+Wrap each unit of work in `run.step(...)`; its result is committed the moment it completes and replayed when the run
+is invoked again with the same run id. See `Tidebase.run`. The asyncio API is `tidebase.aio.AsyncTidebase`.
+"""
+
+from __future__ import annotations
+
+from ._serde import JsonSerializer, Serializer
+from ._version import __version__
+from .engine import Runs, Tidebase
+from .errors import (
+    ConfigurationError,
+    Conflict,
+    DatabaseError,
+    DatabaseUnavailable,
+    InputMismatch,
+    InvalidArgument,
+    LeaseHeld,
+    LeaseLost,
+    ManualReviewRequired,
+    MigrationLockTimeout,
+    NotFound,
+    PayloadError,
+    RunCancelled,
+    RunCompleted,
+    SchemaOutOfDate,
+    TidebaseError,
+)
+from .models import Event, Run, RunPage, StateVersion, Step
+from .run import RunContext, State
+
+__all__ = [
+    "Tidebase", "Runs", "RunContext", "State",
+    "Run", "RunPage", "Step", "Event", "StateVersion",
+    "Serializer", "JsonSerializer",
+    "TidebaseError", "ConfigurationError", "Conflict", "DatabaseError", "DatabaseUnavailable", "InputMismatch",
+    "InvalidArgument", "LeaseHeld", "LeaseLost", "ManualReviewRequired", "MigrationLockTimeout", "NotFound",
+    "PayloadError", "RunCancelled", "RunCompleted", "SchemaOutOfDate",
+    "__version__",
+]

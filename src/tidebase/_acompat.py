@@ -1,0 +1,77 @@
+"""Twins of the runtime primitives that differ between the sync and the async API.
+
+The async modules (`*_async.py`) are the source; `tools/async_to_sync.py` generates their sync twins by renaming
+(`asleep` -> `sleep`, `AEvent` -> `Event`, `aspawn` -> `spawn`, ...). Each pair below must therefore have the same
+signature and meaning, so that renaming is all the conversion does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+sleep = time.sleep
+asleep = asyncio.sleep
+Lock = threading.Lock
+ALock = asyncio.Lock
+Event = threading.Event
+AEvent = asyncio.Event
+
+
+def call(fn: Callable[..., T], *args: Any) -> T:
+    """Calls a step or workflow function."""
+    return fn(*args)
+
+
+async def acall(fn: Callable[..., Any], *args: Any) -> Any:
+    """Calls a step or workflow function that may be sync or async, and awaits its result when it is awaitable."""
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def event_wait(event: threading.Event, timeout: float) -> bool:
+    """Waits up to `timeout` seconds for the event; True when it is set."""
+    return event.wait(timeout)
+
+
+async def aevent_wait(event: asyncio.Event, timeout: float) -> bool:
+    """Waits up to `timeout` seconds for the event; True when it is set."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def spawn(fn: Callable[[], object], name: str) -> threading.Thread:
+    """Runs `fn` in a daemon thread."""
+    thread = threading.Thread(target=fn, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def aspawn(fn: Callable[[], Awaitable[object]], name: str) -> asyncio.Task[object]:
+    """Runs the coroutine function `fn` as a task."""
+    return asyncio.get_running_loop().create_task(_as_coro(fn), name=name)
+
+
+async def _as_coro(fn: Callable[[], Awaitable[object]]) -> object:
+    return await fn()
+
+
+def join(worker: threading.Thread) -> None:
+    """Waits for a spawned worker to end."""
+    worker.join()
+
+
+async def ajoin(worker: asyncio.Task[object]) -> None:
+    """Waits for a spawned worker to end."""
+    await worker

@@ -1,0 +1,8 @@
+"""The asyncio API: `AsyncTidebase`, with the same methods as `Tidebase`, awaited. Step functions may be sync or async."""
+
+from __future__ import annotations
+
+from .engine_async import AsyncRuns, AsyncTidebase
+from .run_async import AsyncRunContext, AsyncState
+
+__all__ = ["AsyncRunContext", "AsyncRuns", "AsyncState", "AsyncTidebase"]

@@ -1,0 +1,263 @@
+# Generated from the async source by tools/async_to_sync.py: do not edit, edit the *_async.py file.
+"""The entry point: `Tidebase` runs workflows durably and reads runs back (`tide.runs`).
+
+`run()` creates or resumes a run, takes its lease and loads its checkpoints in one round trip (pipelined), runs the
+workflow with a run context, and records the outcome under the lease's fencing token. The rules (who may hold the
+lease, what a resume may reuse, which writes are refused) are enforced by the SQL functions; this module only
+sequences the calls and shapes the results. It never starts threads or processes for user code: the workflow runs in
+the caller's task.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from . import _serde
+from ._acompat import Lock, call, sleep
+from ._base import (
+    check_name,
+    check_run_id,
+    decode_cursor,
+    encode_cursor,
+    error_payload,
+    list_query,
+    new_owner,
+    new_run_id,
+)
+from ._config import resolve_dsn
+from ._db import Database
+from .errors import ConfigurationError, InvalidArgument, LeaseHeld, LeaseLost, NotFound, RunCancelled
+from .migrate import ensure_schema
+from .models import RUN_STATUSES, Event, Run, RunPage, Step
+from .run import RunContext
+
+_NO_STOP = (LeaseLost, RunCancelled)
+
+
+class Runs:
+    """Reading and operating on runs: `tide.runs.get/list/events/cancel/release_step/skip_step`."""
+
+    def __init__(self, tide: Tidebase) -> None:
+        self._tide = tide
+
+    def get(self, run_id: str) -> Run:
+        """The run with its steps in order, read from one snapshot. NotFound when it does not exist."""
+        db = self._tide._open()
+        params = {"run_id": run_id}
+        runs, steps = db.snapshot([("get_run", params), ("get_steps", params)], run_id=run_id)
+        if not runs:
+            raise _not_found(run_id)
+        return Run.from_row(runs[0], tuple(Step.from_row(s) for s in steps))
+
+    def list(
+        self, status: str | None = None, workflow: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> RunPage:
+        """A page of runs, newest first, filtered by status and/or workflow; keyset-paginated and index-served."""
+        if status is not None and status not in RUN_STATUSES:
+            raise InvalidArgument(f"unknown status {status!r}; one of {RUN_STATUSES}")
+        if not 1 <= limit <= 1000:
+            raise InvalidArgument("limit must be between 1 and 1000")
+        before_at, before_id = decode_cursor(cursor)
+        db = self._tide._open()
+        rows = db.fetchall(list_query(status, workflow), {
+            "status": status, "workflow": workflow, "before_at": before_at, "before_id": before_id,
+            "limit": limit + 1,
+        })
+        page = tuple(Run.from_row(r) for r in rows[:limit])
+        more = len(rows) > limit
+        return RunPage(page, encode_cursor(page[-1].created_at, page[-1].id) if more else None)
+
+    def events(self, run_id: str, after: int = 0, limit: int = 10_000) -> builtins.list[Event]:
+        """The run's events with seq > `after`, in seq order. NotFound for an unknown run."""
+        db = self._tide._open()
+        rows = db.fetchall("events_after", {"run_id": run_id, "after": after, "limit": limit}, run_id=run_id)
+        if not rows and db.fetchone("get_run", {"run_id": run_id}) is None:
+            raise _not_found(run_id)
+        return [Event.from_row(r) for r in rows]
+
+    def cancel(self, run_id: str, reason: str | None = None, actor: str | None = None) -> Run:
+        """Cancels the run (one-way; idempotent). RunCompleted for a completed run, NotFound for an unknown one."""
+        db = self._tide._open()
+        row = db.fetchone("cancel_run", {"run_id": run_id, "reason": reason, "actor": actor}, run_id=run_id)
+        assert row is not None
+        return Run.from_row(row)
+
+    def release_step(
+        self, run_id: str, step_key: str, *, actor: str | None = None, reason: str | None = None
+    ) -> str:
+        """Lets a parked step run again on the next invocation. Returns the step id; Conflict if it is not parked."""
+        return self._review(run_id, step_key, "release", None, actor, reason)
+
+    def skip_step(
+        self, run_id: str, step_key: str, output: Any = None, *, actor: str | None = None, reason: str | None = None
+    ) -> str:
+        """Completes a parked step with `output` (replayed from then on) without running it. Returns the step id."""
+        text = _serde.encode(output, self._tide.serializer, limit=self._tide.max_payload_bytes, what="output",
+                             run_id=run_id, step=step_key)
+        return self._review(run_id, step_key, "skip", text, actor, reason)
+
+    def _review(
+        self, run_id: str, key: str, action: str, output: str | None, actor: str | None, reason: str | None
+    ) -> str:
+        db = self._tide._open()
+        row = db.fetchone("review_step", {"run_id": run_id, "key": key, "action": action, "output": output,
+                                                "actor": actor, "reason": reason}, run_id=run_id, step=key)
+        assert row is not None
+        return str(row["step_id"])
+
+
+class Tidebase:
+    """Durable workflows in your Postgres (sync). Create one per process and share it.
+
+    `dsn` is a libpq connection string, or an `ConnectionPool` you own; when omitted, TIDEBASE_DATABASE_URL,
+    then DATABASE_URL, else the embedded PostgreSQL is used. The schema is migrated on first use unless
+    `auto_migrate=False`. `lease_seconds` is the run lease length (renewed by a heartbeat every third of it).
+    """
+
+    def __init__(
+        self,
+        dsn: str | ConnectionPool[Any] | None = None,
+        *,
+        lease_seconds: float = 30.0,
+        max_payload_bytes: int = _serde.DEFAULT_MAX_PAYLOAD_BYTES,
+        serializer: _serde.Serializer | None = None,
+        auto_migrate: bool = True,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise ConfigurationError("lease_seconds must be positive")
+        self._dsn = dsn
+        self.lease_seconds = lease_seconds
+        self.max_payload_bytes = max_payload_bytes
+        self.serializer: _serde.Serializer = serializer or _serde.JsonSerializer()
+        self.auto_migrate = auto_migrate
+        self._pool_sizes = (pool_min_size, pool_max_size)
+        self._db: Database | None = None
+        self._open_lock = Lock()
+        self.owner_label = f"{socket.gethostname()}:{os.getpid()}"
+        self.runs = Runs(self)
+
+    def __enter__(self) -> Tidebase:
+        self._open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the pool this instance opened (a pool you passed in stays open)."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _open(self) -> Database:
+        if self._db is not None:
+            return self._db
+        with self._open_lock:
+            if self._db is None:
+                if isinstance(self._dsn, ConnectionPool):
+                    db = Database(self._dsn, owns_pool=False)
+                else:
+                    db = Database.connect(resolve_dsn(self._dsn), min_size=self._pool_sizes[0],
+                                                     max_size=self._pool_sizes[1])
+                ensure_schema(db.pool, auto_migrate=self.auto_migrate)
+                self._db = db
+        return self._db
+
+    def _require_db(self) -> Database:
+        if self._db is None:
+            raise ConfigurationError("Tidebase is not open")
+        return self._db
+
+    def migrate(self) -> int:
+        """Applies pending migrations now; returns the schema version."""
+        db = self._open()
+        return ensure_schema(db.pool, auto_migrate=True)
+
+    def run(
+        self,
+        name: str,
+        workflow: Callable[..., Any],
+        *,
+        run_id: str | None = None,
+        input: Any = None,  # noqa: A002 - the documented keyword
+        wait: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
+        """Runs `workflow(run, input)` durably as run `run_id` of workflow `name`, and returns its result.
+
+        Creates the run (a generated id when `run_id` is None) or resumes it: completed steps are replayed from their
+        checkpoints; with `input` omitted a resume uses the stored input. A completed run returns its stored result
+        without calling the workflow. Raises InputMismatch (writing nothing) when the run exists under another
+        workflow name or with another input; LeaseHeld when another worker holds a live lease (unless `wait`
+        seconds are given, in which case it waits up to that long for the lease); RunCancelled for a cancelled
+        run. A workflow exception marks the run failed (type, message, traceback stored) and is re-raised.
+        """
+        check_name(name, "workflow name")
+        run_id = check_run_id(run_id) if run_id is not None else new_run_id()
+        enc = self.serializer
+        given = input is not None
+        input_text = _serde.encode(input if given else {}, enc, limit=self.max_payload_bytes, what="input",
+                                   run_id=run_id)
+        input_hash = _serde.canonical_hash(json.loads(input_text), enc)
+        meta_text = _serde.encode(metadata or {}, enc, limit=self.max_payload_bytes, what="metadata", run_id=run_id)
+        db = self._open()
+        owner = new_owner(self.owner_label)
+        lease_ms = int(self.lease_seconds * 1000)
+        create = ("create_run", {"run_id": run_id, "workflow": name, "input": input_text, "input_hash": input_hash,
+                                 "check_input": given, "metadata": meta_text, "parent_id": None, "lease_ms": lease_ms})
+        acquire = ("acquire_run", {"run_id": run_id, "owner": owner, "lease_ms": lease_ms})
+        load = ("load_checkpoints", {"run_id": run_id})
+        deadline = None if wait is None else time.monotonic() + wait
+        delay = 0.02
+        while True:
+            try:
+                _, acquired, checkpoints = db.pipeline([create, acquire, load], run_id=run_id)
+                break
+            except LeaseHeld:
+                if deadline is None or time.monotonic() >= deadline:
+                    raise
+                sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 0.5)
+        row = acquired[0]
+        if row["status"] == "completed":
+            return row["result"]
+        ctx = RunContext(self, row, {cp["key"]: cp for cp in checkpoints}, owner)
+        return self._execute(ctx, workflow)
+
+    def _execute(self, ctx: RunContext, workflow: Callable[..., Any]) -> Any:
+        db = self._require_db()
+        ids = {"run_id": ctx.run_id, "token": ctx.token}
+        ctx._start_heartbeat(self.lease_seconds / 3)
+        try:
+            try:
+                result = call(workflow, ctx, ctx.input)
+                text = _serde.encode(result, self.serializer, limit=self.max_payload_bytes, what="result",
+                                     run_id=ctx.run_id)
+            except _NO_STOP:
+                raise  # fenced or cancelled: this worker may not record anything
+            except BaseException as exc:
+                try:
+                    error = _serde.encode(error_payload(exc), _serde.JsonSerializer(),
+                                          limit=self.max_payload_bytes, what="error", run_id=ctx.run_id)
+                    db.fetchone("fail_run", {**ids, "error": error, "failure_class": None}, run_id=ctx.run_id)
+                except Exception as record_exc:  # the workflow's own exception is what the caller must see
+                    exc.add_note(f"tidebase: the failure could not be recorded: {record_exc!r}")
+                raise
+            db.fetchone("complete_run", {**ids, "result": text}, run_id=ctx.run_id)
+            return json.loads(text)
+        finally:
+            ctx._stop()
+
+
+def _not_found(run_id: str) -> NotFound:
+    return NotFound(f"run {run_id!r} not found", run_id=run_id)

@@ -1,0 +1,91 @@
+"""The errors Tidebase raises: one tree rooted at `TidebaseError`.
+
+Each class is named for what the caller can do about it, and its docstring is its default message. Database errors
+are translated into these classes in exactly one place (`tidebase._translate`), by SQLSTATE, never by message text.
+`RunCancelled` and `ManualReviewRequired` are ordinary exceptions: a workflow that catches them should re-raise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TidebaseError(Exception):
+    """Tidebase error."""
+
+    def __init__(self, message: str | None = None, **context: Any) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+        self.context = context
+        for key, value in context.items():
+            setattr(self, key, value)
+
+
+class ConfigurationError(TidebaseError):
+    """Tidebase is misconfigured."""
+
+
+class NotFound(TidebaseError):
+    """The run, step or stream does not exist."""
+
+
+class InputMismatch(TidebaseError):
+    """A stored run or checkpoint was written for another workflow or other input."""
+
+
+class LeaseHeld(TidebaseError):
+    """Another worker holds a live lease on this run."""
+
+
+class LeaseLost(TidebaseError):
+    """This worker's lease on the run was taken over or expired; its writes are refused."""
+
+
+class RunCancelled(TidebaseError):
+    """The run is cancelled and accepts no further writes."""
+
+
+class RunCompleted(TidebaseError):
+    """The run is already completed and accepts no further writes."""
+
+
+class ManualReviewRequired(TidebaseError):
+    """A step was interrupted and cannot be re-run safely; an operator must release or skip it."""
+
+
+class Conflict(TidebaseError):
+    """The write conflicts with what is stored (e.g. a completed step with another output)."""
+
+
+class PayloadError(TidebaseError):
+    """A value cannot be stored: not JSON-serializable, contains U+0000, or exceeds the payload limit."""
+
+
+class InvalidArgument(TidebaseError, ValueError):
+    """An argument is invalid."""
+
+
+class SchemaOutOfDate(TidebaseError):
+    """The database schema is older than this version of Tidebase; run `tidebase migrate`."""
+
+
+class MigrationLockTimeout(TidebaseError):
+    """Could not take the migration lock in time; another process may be migrating."""
+
+
+class DatabaseError(TidebaseError):
+    """The database reported an error."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached."""
+
+
+_PUBLIC = (
+    TidebaseError, ConfigurationError, NotFound, InputMismatch, LeaseHeld, LeaseLost, RunCancelled, RunCompleted,
+    ManualReviewRequired, Conflict, PayloadError, InvalidArgument, SchemaOutOfDate, MigrationLockTimeout,
+    DatabaseError, DatabaseUnavailable,
+)
+for _cls in _PUBLIC:
+    _cls.__module__ = "tidebase"
+
+__all__ = [cls.__name__ for cls in _PUBLIC]

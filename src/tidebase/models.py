@@ -1,0 +1,142 @@
+"""Read-only records returned by the public API: frozen dataclasses, each built from a database row in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+Row = dict[str, Any]
+
+RUN_STATUSES = ("pending", "queued", "running", "waiting", "manual_review", "completed", "failed", "cancelled")
+TERMINAL_STATUSES = ("completed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step checkpoint of a run. `key` is the name plus its occurrence (`search`, `search#2`, ...)."""
+
+    id: str
+    run_id: str
+    key: str
+    name: str
+    occurrence: int
+    status: str
+    input_hash: str
+    output: Any
+    error: Any
+    contract: dict[str, Any]
+    resume_decision: str | None
+    attempt: int
+    started_at: datetime | None
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> Step:
+        return cls(
+            id=row["id"], run_id=row["run_id"], key=row["key"], name=row["name"], occurrence=row["occurrence"],
+            status=row["status"], input_hash=row["input_hash"], output=row["output"], error=row["error"],
+            contract=row["contract"], resume_decision=row["resume_decision"], attempt=row["attempt"],
+            started_at=row["started_at"], completed_at=row["completed_at"], created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run: its status, input, result or error, lease and timestamps; `steps` when read with `tide.runs.get`."""
+
+    id: str
+    workflow: str
+    status: str
+    input: Any
+    input_hash: str
+    result: Any
+    error: Any
+    failure_class: str | None
+    metadata: dict[str, Any]
+    parent_id: str | None
+    attempt: int
+    lease_owner: str | None
+    fencing_token: int
+    lease_expires_at: datetime | None
+    cancel_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    steps: tuple[Step, ...] = field(default=())
+
+    @classmethod
+    def from_row(cls, row: Row, steps: tuple[Step, ...] = ()) -> Run:
+        return cls(
+            id=row["id"], workflow=row["workflow"], status=row["status"], input=row["input"],
+            input_hash=row["input_hash"], result=row["result"], error=row["error"],
+            failure_class=row["failure_class"], metadata=row["metadata"], parent_id=row["parent_id"],
+            attempt=row["attempt"], lease_owner=row["lease_owner"], fencing_token=row["fencing_token"],
+            lease_expires_at=row["lease_expires_at"], cancel_reason=row["cancel_reason"],
+            created_at=row["created_at"], updated_at=row["updated_at"], started_at=row["started_at"],
+            completed_at=row["completed_at"], steps=steps,
+        )
+
+    @property
+    def terminal(self) -> bool:
+        """True for completed and cancelled runs, which accept no further writes."""
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a run's event log. `seq` is gap-free from 1 per run; `id` is unique across runs."""
+
+    id: int
+    run_id: str
+    seq: int
+    type: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> Event:
+        return cls(
+            id=row["id"], run_id=row["run_id"], seq=row["seq"], type=row["type"], payload=row["payload"],
+            created_at=row["created_at"],
+        )
+
+
+@dataclass(frozen=True)
+class StateVersion:
+    """One version of a state stream: the value after the write, the patch for a merge, and an optional label."""
+
+    id: str
+    run_id: str
+    stream: str
+    version: int
+    value: Any
+    patch: Any
+    label: str | None
+    reason: str | None
+    importance: str
+    metadata: dict[str, Any]
+    step_key: str | None
+    created_by: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> StateVersion:
+        return cls(
+            id=row["id"], run_id=row["run_id"], stream=row["stream"], version=row["version"], value=row["value"],
+            patch=row["patch"], label=row["label"], reason=row["reason"], importance=row["importance"],
+            metadata=row["metadata"], step_key=row["step_key"], created_by=row["created_by"],
+            created_at=row["created_at"],
+        )
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """A page of runs, newest first; pass `next_cursor` back to `tide.runs.list` for the next page (None at the end)."""
+
+    runs: tuple[Run, ...]
+    next_cursor: str | None

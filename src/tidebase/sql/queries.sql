@@ -1,0 +1,188 @@
+-- Every statement the library runs, by name. Parameters are %(name)s placeholders.
+-- State transitions live in the functions of migrations/; these statements call them or read.
+
+-- name: create_run
+-- Create the run if missing (appending run.created), else return it; TB005 on another workflow or input.
+SELECT * FROM tidebase.create_run(%(run_id)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, %(check_input)s,
+                                  %(metadata)s::jsonb, %(parent_id)s, %(lease_ms)s)
+
+-- name: acquire_run
+-- Take the run lease for an owner: new fencing token, attempt + 1; TB002 while another owner's lease is live.
+SELECT * FROM tidebase.acquire_run(%(run_id)s, %(owner)s, %(lease_ms)s)
+
+-- name: load_checkpoints
+-- Every step row of a run, for replay: loaded once when a run starts, then served from memory.
+SELECT key, status, input_hash, output, contract, attempt
+  FROM tidebase.steps
+ WHERE run_id = %(run_id)s
+
+-- name: complete_step
+-- The executed-step hot path: advance the run's event counter under the fencing token (row lock), upsert the step as
+-- completed, append step.completed and ring the doorbell, in one statement and one transaction. No row back means the
+-- fence refused: the caller asks tidebase.refuse() why. A step that cannot be completed raises inside the statement
+-- (tidebase.step_conflict), which rolls the counter back too, so the event log never gets a gap.
+WITH n AS MATERIALIZED (
+    SELECT tidebase.now() AS t
+), f AS (
+    UPDATE tidebase.runs
+       SET event_seq = event_seq + 1,
+           updated_at = n.t,
+           lease_expires_at = CASE WHEN lease_expires_at > n.t THEN n.t + lease_ms * interval '1 millisecond'
+                                   ELSE lease_expires_at END
+      FROM n
+     WHERE id = %(run_id)s AND fencing_token = %(token)s AND status = 'running'
+    RETURNING event_seq AS seq
+), s AS (
+    INSERT INTO tidebase.steps AS t (run_id, key, id, name, occurrence, input_hash, contract, status, output,
+                                     attempt, started_at, completed_at, updated_at)
+    SELECT %(run_id)s, %(key)s, %(step_id)s, %(name)s, %(occurrence)s, %(input_hash)s, %(contract)s::jsonb,
+           'completed', %(output)s::jsonb, %(attempt)s, n.t, n.t, n.t
+      FROM f, n
+    ON CONFLICT (run_id, key) DO UPDATE
+       SET status = 'completed', output = excluded.output, error = NULL, attempt = excluded.attempt,
+           lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+           completed_at = excluded.completed_at, updated_at = excluded.completed_at
+     WHERE t.status NOT IN ('completed', 'manual_review') AND t.input_hash = excluded.input_hash
+    RETURNING t.id
+), e AS (
+    INSERT INTO tidebase.events (run_id, seq, type, payload, created_at)
+    SELECT %(run_id)s, f.seq, 'step.completed',
+           jsonb_build_object('stepId', s.id, 'name', %(key)s::text, 'attempt', %(attempt)s::integer), n.t
+      FROM f, s, n
+)
+SELECT coalesce(s.id, tidebase.step_conflict(%(run_id)s, %(key)s, %(input_hash)s)) AS step_id,
+       pg_notify('tidebase_events', %(run_id)s)
+  FROM f LEFT JOIN s ON true
+
+-- name: refuse
+-- Raise the reason a fenced write matched no row: TB001 not found, TB004 cancelled, TB007 completed, TB003 lease lost.
+SELECT tidebase.refuse(%(run_id)s, %(token)s)
+
+-- name: start_step
+-- Commit a step's durable running marker before its function runs; returns the attempt number.
+SELECT tidebase.start_step(%(run_id)s, %(token)s, %(key)s, %(name)s, %(occurrence)s, %(input_hash)s,
+                           %(contract)s::jsonb) AS attempt
+
+-- name: fail_step
+-- Record a failed attempt with its classification (failed_retryable, failed, manual_review) and decision.
+SELECT tidebase.fail_step(%(run_id)s, %(token)s, %(key)s, %(name)s, %(occurrence)s, %(input_hash)s,
+                          %(contract)s::jsonb, %(attempt)s, %(status)s, %(decision)s, %(error)s::jsonb) AS step_id
+
+-- name: review_step
+-- Operator release (re-run allowed) or skip (complete with a given output) of a parked step.
+SELECT tidebase.review_step(%(run_id)s, %(key)s, %(action)s, %(output)s::jsonb, %(actor)s, %(reason)s) AS step_id
+
+-- name: complete_run
+-- Complete the run under the holder's token and clear the lease.
+SELECT * FROM tidebase.complete_run(%(run_id)s, %(token)s, %(result)s::jsonb)
+
+-- name: fail_run
+-- Fail the run under the holder's token (manual_review when a step is parked) and clear the lease.
+SELECT * FROM tidebase.fail_run(%(run_id)s, %(token)s, %(error)s::jsonb, %(failure_class)s)
+
+-- name: cancel_run
+-- Cancel a non-terminal run; idempotent; TB007 for a completed run.
+SELECT * FROM tidebase.cancel_run(%(run_id)s, %(reason)s, %(actor)s)
+
+-- name: renew_lease
+-- Extend a live lease held under the token; never revives an expired one.
+SELECT tidebase.renew_lease(%(run_id)s, %(token)s) AS expires_at
+
+-- name: append_event
+-- Append one event of a caller-defined type under the token.
+SELECT tidebase.append_event(%(run_id)s, %(token)s, %(type)s, %(payload)s::jsonb) AS seq
+
+-- name: write_state
+-- Set, patch or save a state stream; returns the new version row.
+SELECT * FROM tidebase.write_state(%(run_id)s, %(token)s, %(stream)s, %(mode)s, %(value)s::jsonb, %(label)s,
+                                   %(reason)s, %(importance)s, %(metadata)s::jsonb, %(created_by)s, %(step_key)s)
+
+-- name: get_state
+-- The current value and version of one state stream.
+SELECT current_value, current_version FROM tidebase.state_streams WHERE run_id = %(run_id)s AND name = %(stream)s
+
+-- name: state_versions
+-- Every version of one stream, oldest first.
+SELECT * FROM tidebase.state_versions WHERE run_id = %(run_id)s AND stream = %(stream)s ORDER BY version
+
+-- name: get_run
+-- One run row.
+SELECT * FROM tidebase.runs WHERE id = %(run_id)s
+
+-- name: get_steps
+-- Every step of a run, in the order they were first written.
+SELECT * FROM tidebase.steps WHERE run_id = %(run_id)s ORDER BY created_at, occurrence, key
+
+-- name: events_after
+-- A run's events after a position, in seq order.
+SELECT id, run_id, seq, type, payload, created_at
+  FROM tidebase.events
+ WHERE run_id = %(run_id)s AND seq > %(after)s
+ ORDER BY seq
+ LIMIT %(limit)s
+
+-- name: list_runs
+-- Newest runs first, keyset-paginated on (created_at, id).
+SELECT * FROM tidebase.runs
+ WHERE (created_at, id) < (%(before_at)s, %(before_id)s)
+ ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s
+
+-- name: list_runs_by_status
+-- Newest runs of one status first, keyset-paginated.
+SELECT * FROM tidebase.runs
+ WHERE status = %(status)s AND (created_at, id) < (%(before_at)s, %(before_id)s)
+ ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s
+
+-- name: list_runs_by_workflow
+-- Newest runs of one workflow first, keyset-paginated.
+SELECT * FROM tidebase.runs
+ WHERE workflow = %(workflow)s AND (created_at, id) < (%(before_at)s, %(before_id)s)
+ ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s
+
+-- name: list_runs_by_status_workflow
+-- Newest runs of one workflow and status first, keyset-paginated (status index, workflow filtered).
+SELECT * FROM tidebase.runs
+ WHERE status = %(status)s AND workflow = %(workflow)s AND (created_at, id) < (%(before_at)s, %(before_id)s)
+ ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s
+
+-- name: schema_version
+-- The highest applied migration, or nothing when the schema was never installed.
+SELECT max(version) AS version FROM tidebase.schema_migrations
+
+-- name: bootstrap_migrations
+-- The schema and the migration ledger, created idempotently under the migration lock.
+CREATE SCHEMA IF NOT EXISTS tidebase;
+CREATE TABLE IF NOT EXISTS tidebase.schema_migrations (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    checksum    text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+
+-- name: applied_migrations
+-- Applied migrations with their checksums.
+SELECT version, name, checksum FROM tidebase.schema_migrations ORDER BY version
+
+-- name: record_migration
+-- Record one applied migration, in the transaction that applied it.
+INSERT INTO tidebase.schema_migrations (version, name, checksum) VALUES (%(version)s, %(name)s, %(checksum)s)
+
+-- name: migration_lock
+-- Take the session advisory lock that serializes migration runners (waits up to lock_timeout).
+SELECT pg_advisory_lock(%(key)s)
+
+-- name: migration_unlock
+-- Release the migration lock.
+SELECT pg_advisory_unlock(%(key)s)
+
+-- name: set_lock_timeout
+-- Bound how long the migration runner waits for the lock.
+SELECT set_config('lock_timeout', %(timeout)s, false)
+
+-- name: repeatable_read
+-- Make the current transaction read one consistent snapshot.
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ
