@@ -17,7 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "tidebase"
-SOURCES = ("_db_async.py", "migrate_async.py", "run_async.py", "engine_async.py")
+SOURCES = [PACKAGE / name for name in ("_db_async.py", "migrate_async.py", "run_async.py", "engine_async.py")]
+SOURCES += [ROOT / "tests" / "test_runs_async.py"]
 
 # (pattern, replacement), applied in order to every line.
 RULES: list[tuple[str, str]] = [
@@ -44,6 +45,9 @@ RULES: list[tuple[str, str]] = [
     (r"\baevent_wait\b", "event_wait"),
     (r"\baspawn\b", "spawn"),
     (r"\bajoin\b", "join"),
+    (r"\batide\b", "tide"),
+    (r"\btidebase\.aio\b", "tidebase"),
+    (r"\(async source; (\S+) is generated from it\)", r"(generated from the async source)"),
 ]
 _COMPILED = [(re.compile(p), r) for p, r in RULES]
 
@@ -65,9 +69,8 @@ def main() -> int:
     args = parser.parse_args()
     used: set[int] = set()
     stale = []
-    for name in SOURCES:
-        source = PACKAGE / name
-        target = PACKAGE / name.replace("_async.py", ".py")
+    for source in SOURCES:
+        target = source.with_name(source.name.replace("_async.py", ".py"))
         generated = convert(source.read_text("utf-8"), used)
         if args.check:
             if not target.exists() or target.read_text("utf-8") != generated:

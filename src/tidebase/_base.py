@@ -178,13 +178,23 @@ def plan_step(checkpoint: dict[str, Any] | None, input_hash: str, *, run_id: str
     return StepPlan(Action.EXECUTE, attempt=checkpoint["attempt"] + 1)
 
 
+# Errors are always recorded, whatever the payload limit: their text is bounded here instead (the end of a traceback
+# is the part that matters, so that is what is kept).
+MAX_ERROR_MESSAGE = 4_000
+MAX_ERROR_TRACEBACK = 16_000
+ERROR_LIMIT = 64 * 1024
+
+
 def error_payload(exc: BaseException) -> dict[str, Any]:
-    """The stored form of an exception: qualified type, message and formatted traceback."""
+    """The stored form of an exception: qualified type, message and formatted traceback, each bounded in size."""
     cls = type(exc)
+    # U+0000 cannot be stored in jsonb; an error must still be recorded, so it is spelled out instead.
+    message = str(exc).replace("\x00", "\\x00")
+    trace = "".join(traceback.format_exception(exc)).replace("\x00", "\\x00")
     return {
         "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": message if len(message) <= MAX_ERROR_MESSAGE else message[:MAX_ERROR_MESSAGE] + "…",
+        "traceback": trace if len(trace) <= MAX_ERROR_TRACEBACK else "…" + trace[-MAX_ERROR_TRACEBACK:],
     }
 
 

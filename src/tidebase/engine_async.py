@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from . import _serde
 from ._acompat import ALock, acall, asleep
 from ._base import (
+    ERROR_LIMIT,
     check_name,
     check_run_id,
     decode_cursor,
@@ -247,8 +248,8 @@ class AsyncTidebase:
                 raise  # fenced or cancelled: this worker may not record anything
             except BaseException as exc:
                 try:
-                    error = _serde.encode(error_payload(exc), _serde.JsonSerializer(),
-                                          limit=self.max_payload_bytes, what="error", run_id=ctx.run_id)
+                    error = _serde.encode(error_payload(exc), _serde.JsonSerializer(), limit=ERROR_LIMIT,
+                                          what="error", run_id=ctx.run_id)
                     await db.fetchone("fail_run", {**ids, "error": error, "failure_class": None}, run_id=ctx.run_id)
                 except Exception as record_exc:  # the workflow's own exception is what the caller must see
                     exc.add_note(f"tidebase: the failure could not be recorded: {record_exc!r}")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import _serde
 from ._acompat import AEvent, acall, aevent_wait, ajoin, asleep, aspawn
 from ._base import (
+    ERROR_LIMIT,
     Action,
     ResumeContract,
     StepKeys,
@@ -193,7 +194,7 @@ class AsyncRunContext:
     async def _fail_step(
         self, ident: dict[str, Any], attempt: int, status: str, decision: str, error: dict[str, Any]
     ) -> None:
-        error_text = _serde.encode(error, _serde.JsonSerializer(), limit=self.tide.max_payload_bytes, what="error",
+        error_text = _serde.encode(error, _serde.JsonSerializer(), limit=ERROR_LIMIT, what="error",
                                    run_id=self.run_id, step=ident["key"])
         await self._write_one("fail_step", {**ident, "attempt": attempt, "status": status, "decision": decision,
                                             "error": error_text}, "step_id", ident["key"])
