@@ -81,6 +81,14 @@ def db(dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
 
 
 @pytest.fixture
+def observer(dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A second autocommit connection for watching pg_stat_activity: a session inside a transaction keeps seeing
+    the activity snapshot it took first, so probes must not observe from the connection that holds the lock."""
+    with psycopg.connect(dsn, autocommit=True, application_name="test-observer") as conn:
+        yield conn
+
+
+@pytest.fixture
 def tide(dsn: str) -> Iterator[Tidebase]:
     t = Tidebase(dsn)
     yield t

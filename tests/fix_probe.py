@@ -2,7 +2,8 @@
 
 `wait_for_lock_waiters(conn, prefix, n)` returns once at least `n` sessions whose application_name starts with
 `prefix` are blocked on a heavyweight lock (wait_event_type = 'Lock'), i.e. they are queued behind a lock the test
-holds. The deadline only turns a hang into a failure; it never decides the outcome.
+holds. `conn` must be an autocommit connection that is not inside a transaction (pg_stat_activity is a per-transaction
+snapshot). The deadline only turns a hang into a failure; it never decides the outcome.
 """
 
 from __future__ import annotations

@@ -187,9 +187,10 @@ class RunContext:
     def _complete_step(self, ident: dict[str, Any], attempt: int, output: str) -> None:
         params = {**ident, "run_id": self.run_id, "token": self.token, "step_id": new_step_id(),
                   "output": output, "attempt": attempt}
-        row = self._db.fetchone("complete_step", params, run_id=self.run_id, step=ident["key"])
+        row = self._write("complete_step", params, ident["key"])
         if row is None:  # the fence matched nothing: ask the database why (raises)
-            self._refuse(ident["key"])
+            self._write("refuse", {"run_id": self.run_id, "token": self.token}, ident["key"])
+            raise LeaseLost(f"write on run {self.run_id!r} refused", run_id=self.run_id, step=ident["key"])
 
     def _fail_step(
         self, ident: dict[str, Any], attempt: int, status: str, decision: str, error: dict[str, Any]
@@ -227,19 +228,23 @@ class RunContext:
             "metadata": _serde.encode(metadata or {}, enc, limit=limit, what="state metadata", run_id=self.run_id),
             "created_by": self.owner, "step_key": None,
         }
-        row = self._db.fetchone("write_state", params, run_id=self.run_id)
+        row = self._write("write_state", params, None)
         assert row is not None  # write_state returns its row or raises
         return StateVersion.from_row(row)
 
     def _write_one(self, query: str, params: dict[str, Any], column: str, step: str | None) -> Any:
-        row = self._db.fetchone(query, {**params, "run_id": self.run_id, "token": self.token},
-                                      run_id=self.run_id, step=step)
+        row = self._write(query, {**params, "run_id": self.run_id, "token": self.token}, step)
         assert row is not None  # these functions return a value or raise
         return row[column]
 
-    def _refuse(self, step: str | None) -> None:
-        self._db.fetchone("refuse", {"run_id": self.run_id, "token": self.token}, run_id=self.run_id, step=step)
-        raise LeaseLost(f"write on run {self.run_id!r} refused", run_id=self.run_id, step=step)
+    def _write(self, query: str, params: dict[str, Any], step: str | None) -> dict[str, Any] | None:
+        """Runs a fenced write. A refusal for lease loss or cancellation also stops this context: every later step,
+        state write or event raises the same error before running any user code."""
+        try:
+            return self._db.fetchone(query, params, run_id=self.run_id, step=step)
+        except (LeaseLost, RunCancelled) as exc:
+            self._stopped = exc
+            raise
 
     # -- lease -----------------------------------------------------------------------------------------------------
 

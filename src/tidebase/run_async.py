@@ -187,9 +187,10 @@ class AsyncRunContext:
     async def _complete_step(self, ident: dict[str, Any], attempt: int, output: str) -> None:
         params = {**ident, "run_id": self.run_id, "token": self.token, "step_id": new_step_id(),
                   "output": output, "attempt": attempt}
-        row = await self._db.fetchone("complete_step", params, run_id=self.run_id, step=ident["key"])
+        row = await self._write("complete_step", params, ident["key"])
         if row is None:  # the fence matched nothing: ask the database why (raises)
-            await self._refuse(ident["key"])
+            await self._write("refuse", {"run_id": self.run_id, "token": self.token}, ident["key"])
+            raise LeaseLost(f"write on run {self.run_id!r} refused", run_id=self.run_id, step=ident["key"])
 
     async def _fail_step(
         self, ident: dict[str, Any], attempt: int, status: str, decision: str, error: dict[str, Any]
@@ -227,19 +228,23 @@ class AsyncRunContext:
             "metadata": _serde.encode(metadata or {}, enc, limit=limit, what="state metadata", run_id=self.run_id),
             "created_by": self.owner, "step_key": None,
         }
-        row = await self._db.fetchone("write_state", params, run_id=self.run_id)
+        row = await self._write("write_state", params, None)
         assert row is not None  # write_state returns its row or raises
         return StateVersion.from_row(row)
 
     async def _write_one(self, query: str, params: dict[str, Any], column: str, step: str | None) -> Any:
-        row = await self._db.fetchone(query, {**params, "run_id": self.run_id, "token": self.token},
-                                      run_id=self.run_id, step=step)
+        row = await self._write(query, {**params, "run_id": self.run_id, "token": self.token}, step)
         assert row is not None  # these functions return a value or raise
         return row[column]
 
-    async def _refuse(self, step: str | None) -> None:
-        await self._db.fetchone("refuse", {"run_id": self.run_id, "token": self.token}, run_id=self.run_id, step=step)
-        raise LeaseLost(f"write on run {self.run_id!r} refused", run_id=self.run_id, step=step)
+    async def _write(self, query: str, params: dict[str, Any], step: str | None) -> dict[str, Any] | None:
+        """Runs a fenced write. A refusal for lease loss or cancellation also stops this context: every later step,
+        state write or event raises the same error before running any user code."""
+        try:
+            return await self._db.fetchone(query, params, run_id=self.run_id, step=step)
+        except (LeaseLost, RunCancelled) as exc:
+            self._stopped = exc
+            raise
 
     # -- lease -----------------------------------------------------------------------------------------------------
 

@@ -149,7 +149,8 @@ CREATE INDEX state_versions_labeled ON tidebase.state_versions (run_id, label) W
 
 -- ---------------------------------------------------------------------------------------------------------------
 -- Refusals. Called only on the unhappy path, after a fenced statement matched no row: it reads the run and raises the
--- error that explains why, so the hot path stays a single conditional statement.
+-- error that explains why, so the hot path stays a single conditional statement. A superseded token is reported as
+-- LeaseLost whatever the run's status, so a zombie always learns that it lost the lease.
 CREATE FUNCTION tidebase.refuse(p_run_id text, p_token bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -158,6 +159,9 @@ BEGIN
     SELECT * INTO r FROM tidebase.runs WHERE id = p_run_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'run % not found', p_run_id USING ERRCODE = 'TB001';
+    ELSIF p_token IS NOT NULL AND p_token <> r.fencing_token THEN
+        RAISE EXCEPTION 'lease on run % lost: token % was superseded by token %', p_run_id, p_token,
+            r.fencing_token USING ERRCODE = 'TB003';
     ELSIF r.status = 'cancelled' THEN
         RAISE EXCEPTION 'run % is cancelled', p_run_id USING ERRCODE = 'TB004',
             DETAIL = coalesce(r.cancel_reason, '');
