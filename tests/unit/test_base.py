@@ -1,0 +1,82 @@
+"""The I/O-free rules: resume contracts, step plans, names, cursors, payload checks, the query file (no database)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tidebase import InputMismatch, InvalidArgument, ManualReviewRequired, PayloadError
+from tidebase._base import Action, ResumeContract, StepKeys, decode_cursor, encode_cursor, plan_step
+from tidebase._serde import JsonSerializer, encode
+from tidebase.sql import load_queries, migrations
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("effects", "key", "replay", "expected", "marker"),
+    [
+        ((), None, None, "auto", False),
+        (["read"], None, None, "auto", True),
+        (["email.send"], None, None, "manual", True),
+        (["email.send"], "welcome:42", None, "auto", True),
+        ((), None, "never", "never", True),
+    ],
+)
+def test_resume_contract_defaults(effects: object, key: str | None, replay: str | None, expected: str,
+                                  marker: bool) -> None:
+    """replay defaults to auto for pure, read-only or keyed steps and to manual for unkeyed writes."""
+    contract = ResumeContract.build(effects, key, replay)
+    assert (contract.replay, contract.needs_marker) == (expected, marker)
+
+
+def test_step_plans() -> None:
+    """A stored checkpoint is replayed, re-executed, parked or refused according to its status and contract."""
+    cp = {"input_hash": "h", "status": "completed", "output": 5, "attempt": 1, "contract": {}}
+    assert plan_step(cp, "h", run_id="r", key="k").output == 5
+    with pytest.raises(InputMismatch):
+        plan_step(cp, "other", run_id="r", key="k")
+    running = {**cp, "status": "running", "contract": {"replay": "manual"}}
+    assert plan_step(running, "h", run_id="r", key="k").action is Action.PARK
+    assert plan_step({**running, "contract": {"replay": "auto"}}, "h", run_id="r", key="k").attempt == 2
+    with pytest.raises(ManualReviewRequired):
+        plan_step({**cp, "status": "manual_review"}, "h", run_id="r", key="k")
+    assert plan_step(None, "h", run_id="r", key="k").action is Action.EXECUTE
+
+
+def test_occurrence_keys() -> None:
+    """Repeated names are numbered from the second occurrence."""
+    keys = StepKeys()
+    assert [keys.next("a")[0], keys.next("b")[0], keys.next("a")[0], keys.next("a")[0]] == ["a", "b", "a#2", "a#3"]
+
+
+def test_cursor_round_trip_and_garbage() -> None:
+    """A cursor decodes to what was encoded; garbage is an InvalidArgument."""
+    at, rid = decode_cursor(None)
+    assert decode_cursor(encode_cursor(at, "x")) == (at, "x")
+    with pytest.raises(InvalidArgument):
+        decode_cursor("%%%")
+
+
+def test_nul_detection_ignores_escaped_backslash_u() -> None:
+    """The literal text backslash-u-0000 is storable; a real U+0000 is not."""
+    assert encode({"t": "\\u0000"}, JsonSerializer(), limit=100, what="x")
+    with pytest.raises(PayloadError):
+        encode({"t": "\x00"}, JsonSerializer(), limit=100, what="x")
+
+
+def test_queries_and_migrations_load() -> None:
+    """Every named query loads, and migrations are numbered 1..N."""
+    queries = load_queries()
+    assert {"complete_step", "acquire_run", "create_run", "load_checkpoints"} <= set(queries)
+    assert [m.version for m in migrations()] == list(range(1, len(migrations()) + 1))
+
+
+def test_generated_sync_code_is_up_to_date() -> None:
+    """The sync modules and tests are exactly what the converter generates from their async sources."""
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "async_to_sync.py"), "--check"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
