@@ -53,7 +53,7 @@ async def test_completed_run_returns_stored_result_without_calling_workflow(atid
 
 
 async def test_resume_replays_completed_steps_and_runs_the_rest(atide: AsyncTidebase) -> None:
-    """I1: after a failure, re-invoking the run returns stored outputs for completed steps and executes only the rest."""
+    """I1: after a failure, re-invoking the run returns stored outputs for completed steps and runs only the rest."""
     executed: list[str] = []
     fail = [True]
 

@@ -55,11 +55,12 @@ _COMPILED = [(re.compile(p), r) for p, r in RULES]
 def convert(text: str, used: set[int]) -> str:
     out = []
     for line in text.splitlines(keepends=True):
+        converted = line
         for index, (pattern, replacement) in enumerate(_COMPILED):
-            line, count = pattern.subn(replacement, line)
+            converted, count = pattern.subn(replacement, converted)
             if count:
                 used.add(index)
-        out.append(line)
+        out.append(converted)
     return "".join(out)
 
 

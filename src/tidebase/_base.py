@@ -45,7 +45,10 @@ def new_owner(label: str) -> str:
 
 
 def check_run_id(run_id: str) -> str:
-    """Returns `run_id`, or raises InvalidArgument: 1-128 of `A-Z a-z 0-9 _ . : -`, starting with a letter, digit or _."""
+    """Returns `run_id`, or raises InvalidArgument.
+
+    A run id is 1-128 characters of `A-Z a-z 0-9 _ . : -`, starting with a letter, digit or `_`.
+    """
     if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
         raise InvalidArgument(
             f"invalid run id {run_id!r}: use 1 to 128 characters from A-Z a-z 0-9 _ . : - "

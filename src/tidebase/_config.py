@@ -15,6 +15,6 @@ def resolve_dsn(explicit: str | None = None) -> str:
     dsn = configured_dsn(explicit)
     if dsn:
         return dsn
-    from . import _embedded  # imported lazily: only the zero-setup path needs it
+    from . import _embedded  # noqa: PLC0415 - imported lazily: only the zero-setup path needs it
 
     return _embedded.ensure_server()

@@ -1,4 +1,7 @@
-"""The asyncio API: `AsyncTidebase`, with the same methods as `Tidebase`, awaited. Step functions may be sync or async."""
+"""The asyncio API: `AsyncTidebase`, with the same methods as `Tidebase`, awaited.
+
+Step and workflow functions may be sync or async here.
+"""
 
 from __future__ import annotations
 

@@ -190,7 +190,7 @@ class Tidebase:
         workflow: Callable[..., Any],
         *,
         run_id: str | None = None,
-        input: Any = None,  # noqa: A002 - the documented keyword
+        input: Any = None,
         wait: float | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Any:
@@ -251,7 +251,7 @@ class Tidebase:
                     error = _serde.encode(error_payload(exc), _serde.JsonSerializer(), limit=ERROR_LIMIT,
                                           what="error", run_id=ctx.run_id)
                     db.fetchone("fail_run", {**ids, "error": error, "failure_class": None}, run_id=ctx.run_id)
-                except Exception as record_exc:  # the workflow's own exception is what the caller must see
+                except Exception as record_exc:  # noqa: BLE001 - the workflow's own exception is what the caller must see
                     exc.add_note(f"tidebase: the failure could not be recorded: {record_exc!r}")
                 raise
             db.fetchone("complete_run", {**ids, "result": text}, run_id=ctx.run_id)

@@ -114,7 +114,7 @@ class AsyncRunContext:
         name: str,
         fn: Callable[[], Any],
         *,
-        input: Any = None,  # noqa: A002 - the documented keyword
+        input: Any = None,
         retries: int = 0,
         backoff: float = 1.0,
         side_effects: Any = (),
@@ -202,7 +202,7 @@ class AsyncRunContext:
 
     # -- state and events ------------------------------------------------------------------------------------------
 
-    async def emit(self, type: str, payload: dict[str, Any] | None = None) -> int:  # noqa: A002
+    async def emit(self, type: str, payload: dict[str, Any] | None = None) -> int:
         """Appends a custom event (a type outside the reserved prefixes) to the run's log; returns its seq."""
         self._check_alive()
         check_event_type(type)

@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from fix_probe import wait_for_lock_waiters
 from psycopg import conninfo
 
+from fix_probe import wait_for_lock_waiters
 from tidebase import LeaseHeld, LeaseLost, Tidebase
 
 pytestmark = pytest.mark.probe

@@ -55,7 +55,7 @@ def test_occurrence_keys() -> None:
 
 def test_cursor_round_trip_and_garbage() -> None:
     """A cursor decodes to what was encoded; garbage is an InvalidArgument."""
-    at, rid = decode_cursor(None)
+    at, _ = decode_cursor(None)
     assert decode_cursor(encode_cursor(at, "x")) == (at, "x")
     with pytest.raises(InvalidArgument):
         decode_cursor("%%%")

@@ -56,7 +56,7 @@ def migrations() -> tuple[Migration, ...]:
             Migration(
                 version=int(match["version"]),
                 name=match["name"],
-                sql=cast(LiteralString, sql),  # our own package file, never user input
+                sql=sql,  # our own package file, never user input
                 checksum=hashlib.sha256(sql.encode("utf-8")).hexdigest(),
             )
         )

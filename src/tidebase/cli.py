@@ -1,0 +1,85 @@
+"""The `tidebase` command: a thin shell over the sync library (parse arguments, call, print).
+
+It holds no SQL and no rule of its own: everything it does, a user can do in Python. Exit codes: 0 success, 1 a
+failed check, 2 a Tidebase error (its message on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__, _embedded, demo
+from ._config import configured_dsn, resolve_dsn
+from .engine import Tidebase
+from .errors import TidebaseError
+from .migrate import migrate
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    result = migrate(resolve_dsn(args.dsn), lock_timeout=args.lock_timeout)
+    applied = ", ".join(str(v) for v in result.applied) or "none"
+    _out(f"schema at version {result.version} (applied now: {applied})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    tide = Tidebase(args.dsn)
+    try:
+        return demo.main(tide, _out)
+    finally:
+        tide.close()
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    if configured_dsn() and args.action == "status":
+        _out("a database is configured (TIDEBASE_DATABASE_URL / DATABASE_URL); the embedded server is not used")
+    if args.action == "stop":
+        _out("stopped" if _embedded.stop() else "not running")
+        return 0
+    status = _embedded.status()
+    _out(f"embedded PostgreSQL: {'running' if status.running else 'stopped'}")
+    _out(f"  data folder: {status.data_dir}")
+    if status.running:
+        _out(f"  port: {status.port}  pid: {status.pid}  client processes: {status.users}")
+        _out(f"  dsn: {status.dsn}")
+    return 0
+
+
+def create_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tidebase", description="Durable checkpoints for AI agents, in Postgres.")
+    parser.add_argument("--version", action="version", version=f"tidebase {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("migrate", help="apply the schema migrations to the configured database")
+    p.add_argument("--dsn", help="database (default: TIDEBASE_DATABASE_URL, DATABASE_URL, else embedded)")
+    p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for the migration lock")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("demo", help="run an agent that crashes after two steps and resumes from its checkpoints")
+    p.add_argument("--dsn", help="database (default: TIDEBASE_DATABASE_URL, DATABASE_URL, else embedded)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("db", help="the embedded PostgreSQL used when no database is configured")
+    p.add_argument("action", choices=["status", "stop"])
+    p.set_defaults(func=cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = create_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except TidebaseError as exc:
+        print(f"tidebase: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
