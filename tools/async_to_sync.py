@@ -17,8 +17,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "tidebase"
-SOURCES = [PACKAGE / name for name in ("_db_async.py", "migrate_async.py", "run_async.py", "engine_async.py")]
-SOURCES += [ROOT / "tests" / "test_runs_async.py"]
+SOURCES = [PACKAGE / name for name in (
+    "_db_async.py", "migrate_async.py", "run_async.py", "engine_async.py", "gates_async.py", "children_async.py",
+    "ledger_async.py",
+)]
+SOURCES += [ROOT / "tests" / name for name in (
+    "test_runs_async.py", "test_gates_async.py", "test_children_async.py", "test_ledger_async.py",
+)]
 
 # (pattern, replacement), applied in order to every line.
 RULES: list[tuple[str, str]] = [
@@ -45,6 +50,13 @@ RULES: list[tuple[str, str]] = [
     (r"\baevent_wait\b", "event_wait"),
     (r"\baspawn\b", "spawn"),
     (r"\bajoin\b", "join"),
+    (r"\bagather\b", "gather"),
+    (r"\basync for\b", "for"),
+    (r"\bAsyncRunGates\b", "RunGates"),
+    (r"\bAsyncGates\b", "Gates"),
+    (r"\bAsyncUsage\b", "Usage"),
+    (r"\bAsyncSnapshots\b", "Snapshots"),
+    (r"\b(gates|children|ledger)_async\b", r"\1"),
     (r"\batide\b", "tide"),
     (r"\btidebase\.aio\b", "tidebase"),
     (r"\(async source; (\S+) is generated from it\)", r"(generated from the async source)"),
@@ -71,6 +83,8 @@ def main() -> int:
     used: set[int] = set()
     stale = []
     for source in SOURCES:
+        if not source.exists():
+            continue
         target = source.with_name(source.name.replace("_async.py", ".py"))
         generated = convert(source.read_text("utf-8"), used)
         if args.check:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from ._serde import JsonSerializer, Serializer
 from ._version import __version__
+from .children import Child
 from .engine import Runs, Tidebase
 from .errors import (
+    ChildConflict,
     ConfigurationError,
     Conflict,
     DatabaseError,
     DatabaseUnavailable,
+    Forbidden,
+    GateAlreadyResolved,
     InputMismatch,
     InvalidArgument,
     LeaseHeld,
@@ -24,18 +28,20 @@ from .errors import (
     PayloadError,
     RunCancelled,
     RunCompleted,
+    RunSuspended,
     SchemaOutOfDate,
     TidebaseError,
 )
-from .models import Event, Run, RunPage, StateVersion, Step
+from .models import Edge, Event, Run, RunPage, StateVersion, Step
 from .run import RunContext, State
 
 __all__ = [
-    "Tidebase", "Runs", "RunContext", "State",
-    "Run", "RunPage", "Step", "Event", "StateVersion",
+    "Tidebase", "Runs", "RunContext", "State", "Child",
+    "Run", "RunPage", "Step", "Event", "StateVersion", "Edge",
     "Serializer", "JsonSerializer",
     "TidebaseError", "ConfigurationError", "Conflict", "DatabaseError", "DatabaseUnavailable", "InputMismatch",
     "InvalidArgument", "LeaseHeld", "LeaseLost", "ManualReviewRequired", "MigrationLockTimeout", "NotFound",
-    "PayloadError", "RunCancelled", "RunCompleted", "SchemaOutOfDate",
+    "PayloadError", "RunCancelled", "RunCompleted", "SchemaOutOfDate", "GateAlreadyResolved", "ChildConflict",
+    "Forbidden", "RunSuspended",
     "__version__",
 ]

@@ -11,7 +11,8 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -65,6 +66,34 @@ def aspawn(fn: Callable[[], Awaitable[object]], name: str) -> asyncio.Task[objec
 
 async def _as_coro(fn: Callable[[], Awaitable[object]]) -> object:
     return await fn()
+
+
+def gather(fns: Sequence[Callable[[], T]], limit: int | None) -> list[T | BaseException]:
+    """Runs the functions concurrently in threads (at most `limit` at once); returns results or raised exceptions,
+    in order."""
+    if not fns:
+        return []
+    with ThreadPoolExecutor(max_workers=limit or len(fns), thread_name_prefix="tidebase-fanout") as pool:
+        futures = [pool.submit(fn) for fn in fns]
+        out: list[T | BaseException] = []
+        for future in futures:
+            try:
+                out.append(future.result())
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller, in order
+                out.append(exc)
+        return out
+
+
+async def agather(fns: Sequence[Callable[[], Awaitable[T]]], limit: int | None) -> list[T | BaseException]:
+    """Runs the coroutine functions concurrently as tasks (at most `limit` at once); returns results or raised
+    exceptions, in order."""
+    semaphore = asyncio.Semaphore(limit or max(1, len(fns)))
+
+    async def bounded(fn: Callable[[], Awaitable[T]]) -> T:
+        async with semaphore:
+            return await fn()
+
+    return list(await asyncio.gather(*(bounded(fn) for fn in fns), return_exceptions=True))
 
 
 def join(worker: threading.Thread) -> None:

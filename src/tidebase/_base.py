@@ -10,7 +10,9 @@ SQL statements (fencing, conditional upserts), and this module only chooses whic
 from __future__ import annotations
 
 import base64
+import contextvars
 import enum
+import json
 import re
 import threading
 import traceback
@@ -27,6 +29,11 @@ _OCCURRENCE_SUFFIX = re.compile(r"#\d+$")
 REPLAY_MODES = ("auto", "manual", "never")
 RESERVED_EVENT_PREFIXES = ("run.", "step.", "state.", "gate.", "usage.", "snapshot.", "recovery.")
 MAX_NAME = 512
+
+
+# The key of the step whose function is running in this thread or task, so that usage recorded inside a step is
+# attributed to it (and reported as saved when the step is later replayed).
+CURRENT_STEP: contextvars.ContextVar[str | None] = contextvars.ContextVar("tidebase_current_step", default=None)
 
 
 def new_run_id() -> str:
@@ -131,6 +138,12 @@ class ResumeContract:
     def as_json(self) -> dict[str, Any]:
         return {"sideEffects": list(self.side_effects), "idempotencyKey": self.idempotency_key, "replay": self.replay}
 
+    def as_text(self) -> str:
+        """The stored JSON text; the pure default is a constant, so the hot path does not re-encode it."""
+        if self == PURE:
+            return PURE_TEXT
+        return json.dumps(self.as_json(), separators=(",", ":"))
+
     def final_failure(self) -> tuple[str, str]:
         """(step status, decision) for a step whose last allowed attempt raised."""
         if self.replay == "never":
@@ -138,6 +151,10 @@ class ResumeContract:
         if self.replay == "manual":
             return "manual_review", "manual_review"
         return "failed_retryable", "safe_replay"
+
+
+PURE = ResumeContract((), None, "auto")
+PURE_TEXT = json.dumps(PURE.as_json(), separators=(",", ":"))
 
 
 class Action(enum.Enum):

@@ -92,6 +92,9 @@ def canonical_hash(value: Any, serializer: Serializer) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+NULL_HASH = hashlib.sha256(b"null").hexdigest()  # the hash of a step without explicit input
+
+
 def _where(what: str, run_id: str | None, step: str | None) -> str:
     parts = [what]
     if step is not None:

@@ -28,6 +28,9 @@ _BY_SQLSTATE: dict[str, type[errors.TidebaseError]] = {
     "TB008": errors.NotFound,
     "TB009": errors.Conflict,
     "TB010": errors.NotFound,
+    "TB011": errors.NotFound,
+    "TB012": errors.GateAlreadyResolved,
+    "TB013": errors.ChildConflict,
 }
 
 # A missing table or function in our schema means the database was never migrated, or is older than this code.
@@ -43,6 +46,11 @@ def translate_error(exc: psycopg.Error, **context: Any) -> errors.TidebaseError:
         return errors.LeaseHeld(message, owner=diag.message_detail or None, expires_at=diag.message_hint, **context)
     if cls is errors.RunCancelled:
         return errors.RunCancelled(message, reason=diag.message_detail or None, **context)
+    if cls is errors.GateAlreadyResolved:
+        return errors.GateAlreadyResolved(message, decision=diag.message_detail, actor=diag.message_hint or None,
+                                          **context)
+    if cls is errors.ChildConflict:
+        return errors.ChildConflict(message, child_run_id=diag.message_detail, **context)
     if cls is errors.InputMismatch:
         return errors.InputMismatch(message, kind=diag.message_detail, **context)
     if cls is not None:

@@ -35,12 +35,14 @@ from ._base import (
 )
 from ._config import resolve_dsn
 from ._db import Database
-from .errors import ConfigurationError, InvalidArgument, LeaseHeld, LeaseLost, NotFound, RunCancelled
+from .errors import ConfigurationError, InvalidArgument, LeaseHeld, LeaseLost, NotFound, RunCancelled, RunSuspended
+from .gates import Gates
+from .ledger import UsageReport, fork_run, state_at, usage_report
 from .migrate import ensure_schema
-from .models import RUN_STATUSES, Event, Run, RunPage, Step
+from .models import RUN_STATUSES, Edge, Event, Run, RunPage, StateVersion, Step
 from .run import RunContext
 
-_NO_STOP = (LeaseLost, RunCancelled)
+_NO_STOP = (LeaseLost, RunCancelled, RunSuspended)
 
 
 class Runs:
@@ -53,10 +55,11 @@ class Runs:
         """The run with its steps in order, read from one snapshot. NotFound when it does not exist."""
         db = self._tide._open()
         params = {"run_id": run_id}
-        runs, steps = db.snapshot([("get_run", params), ("get_steps", params)], run_id=run_id)
+        runs, steps, edges = db.snapshot(
+            [("get_run", params), ("get_steps", params), ("edges_of_run", params)], run_id=run_id)
         if not runs:
             raise _not_found(run_id)
-        return Run.from_row(runs[0], tuple(Step.from_row(s) for s in steps))
+        return Run.from_row(runs[0], tuple(Step.from_row(s) for s in steps), tuple(Edge.from_row(e) for e in edges))
 
     def list(
         self, status: str | None = None, workflow: str | None = None, limit: int = 50, cursor: str | None = None
@@ -90,6 +93,27 @@ class Runs:
         row = db.fetchone("cancel_run", {"run_id": run_id, "reason": reason, "actor": actor}, run_id=run_id)
         assert row is not None
         return Run.from_row(row)
+
+    def usage(self, run_id: str, *, include_children: bool = False) -> UsageReport:
+        """The run's usage records with totals per (kind, provider, model), spent and saved by replay; with
+        `include_children`, its child and fan-out runs' too. NotFound for an unknown run."""
+        return usage_report(self._tide, run_id, include_children=include_children)
+
+    def state_at(
+        self, run_id: str, *, version: int | None = None, label: str | None = None, step: str | None = None,
+        stream: str = "run",
+    ) -> StateVersion:
+        """The state of `stream` as it was: at a version, at the newest version with a label, or when a step
+        completed (exactly one of the three). NotFound when there is no such version."""
+        return state_at(self._tide, run_id, version=version, label=label, step=step, stream=stream)
+
+    def fork(
+        self, run_id: str, at_step: str, new_run_id: str | None = None, input: Any = None
+    ) -> Run:
+        """A new run whose checkpoints up to and including `at_step` are the source run's (with its gate decisions
+        and state up to then), linked by a `fork` edge; invoking it replays those and executes the rest. The source
+        run is not modified."""
+        return fork_run(self._tide, run_id, at_step, new_run_id=new_run_id, input=input)
 
     def release_step(
         self, run_id: str, step_key: str, *, actor: str | None = None, reason: str | None = None
@@ -146,6 +170,7 @@ class Tidebase:
         self._open_lock = Lock()
         self.owner_label = f"{socket.gethostname()}:{os.getpid()}"
         self.runs = Runs(self)
+        self.gates = Gates(self)
 
     def __enter__(self) -> Tidebase:
         self._open()
@@ -211,18 +236,31 @@ class Tidebase:
                                    run_id=run_id)
         input_hash = _serde.canonical_hash(json.loads(input_text), enc)
         meta_text = _serde.encode(metadata or {}, enc, limit=self.max_payload_bytes, what="metadata", run_id=run_id)
-        db = self._open()
-        owner = new_owner(self.owner_label)
         lease_ms = int(self.lease_seconds * 1000)
         create = ("create_run", {"run_id": run_id, "workflow": name, "input": input_text, "input_hash": input_hash,
                                  "check_input": given, "metadata": meta_text, "parent_id": None, "lease_ms": lease_ms})
-        acquire = ("acquire_run", {"run_id": run_id, "owner": owner, "lease_ms": lease_ms})
-        load = ("load_checkpoints", {"run_id": run_id})
+        return self._start(run_id, workflow, create, wait)
+
+    def _start(
+        self, run_id: str, workflow: Callable[..., Any], create: tuple[str, dict[str, Any]] | None,
+        wait: float | None,
+    ) -> Any:
+        """Takes the lease and loads the checkpoints (after `create`, when given) in one round trip, then executes
+        the workflow; a completed run returns its stored result. `wait` bounds the wait for a held lease."""
+        db = self._open()
+        owner = new_owner(self.owner_label)
+        lease_ms = int(self.lease_seconds * 1000)
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("acquire_run", {"run_id": run_id, "owner": owner, "lease_ms": lease_ms}),
+            ("load_checkpoints", {"run_id": run_id}),
+        ]
+        if create is not None:
+            calls.insert(0, create)
         deadline = None if wait is None else time.monotonic() + wait
         delay = 0.02
         while True:
             try:
-                _, acquired, checkpoints = db.pipeline([create, acquire, load], run_id=run_id)
+                *_, acquired, checkpoints = db.pipeline(calls, run_id=run_id)
                 break
             except LeaseHeld:
                 if deadline is None or time.monotonic() >= deadline:

@@ -35,6 +35,8 @@ class InputMismatch(TidebaseError):
 class LeaseHeld(TidebaseError):
     """Another worker holds a live lease on this run."""
 
+    owner: str | None
+
 
 class LeaseLost(TidebaseError):
     """This worker's lease on the run was taken over or expired; its writes are refused."""
@@ -54,6 +56,27 @@ class ManualReviewRequired(TidebaseError):
 
 class Conflict(TidebaseError):
     """The write conflicts with what is stored (e.g. a completed step with another output)."""
+
+
+class GateAlreadyResolved(Conflict):
+    """The gate was already resolved; `decision` and `actor` carry the winning decision."""
+
+    decision: str | None
+    actor: str | None
+
+
+class ChildConflict(InputMismatch):
+    """A child run already exists under this edge name with another workflow or input."""
+
+
+class Forbidden(TidebaseError):
+    """The credentials presented (e.g. a gate's resolve token) do not grant this action."""
+
+
+class RunSuspended(TidebaseError):
+    """The run released its lease to wait (e.g. for a gate decision); invoke it again later to resume."""
+
+    gate_id: str | None
 
 
 class PayloadError(TidebaseError):
@@ -82,7 +105,8 @@ class DatabaseUnavailable(DatabaseError):
 
 _PUBLIC = (
     TidebaseError, ConfigurationError, NotFound, InputMismatch, LeaseHeld, LeaseLost, RunCancelled, RunCompleted,
-    ManualReviewRequired, Conflict, PayloadError, InvalidArgument, SchemaOutOfDate, MigrationLockTimeout,
+    ManualReviewRequired, Conflict, GateAlreadyResolved, ChildConflict, Forbidden, RunSuspended, PayloadError,
+    InvalidArgument, SchemaOutOfDate, MigrationLockTimeout,
     DatabaseError, DatabaseUnavailable,
 )
 for _cls in _PUBLIC:

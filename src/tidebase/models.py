@@ -45,8 +45,29 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Edge:
+    """A parent -> child link: `edge_type` is `child`, `fanout` or `fork`; `name` is unique per parent."""
+
+    id: str
+    parent_run_id: str
+    child_run_id: str
+    name: str
+    edge_type: str
+    metadata: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> Edge:
+        return cls(
+            id=row["id"], parent_run_id=row["parent_run_id"], child_run_id=row["child_run_id"], name=row["name"],
+            edge_type=row["edge_type"], metadata=row["metadata"], created_at=row["created_at"],
+        )
+
+
+@dataclass(frozen=True)
 class Run:
-    """A run: its status, input, result or error, lease and timestamps; `steps` when read with `tide.runs.get`."""
+    """A run: its status, input, result or error, lease and timestamps; `steps` and `children` (edges where it is the
+    parent) when read with `tide.runs.get`."""
 
     id: str
     workflow: str
@@ -68,9 +89,10 @@ class Run:
     started_at: datetime | None
     completed_at: datetime | None
     steps: tuple[Step, ...] = field(default=())
+    children: tuple[Edge, ...] = field(default=())
 
     @classmethod
-    def from_row(cls, row: Row, steps: tuple[Step, ...] = ()) -> Run:
+    def from_row(cls, row: Row, steps: tuple[Step, ...] = (), children: tuple[Edge, ...] = ()) -> Run:
         return cls(
             id=row["id"], workflow=row["workflow"], status=row["status"], input=row["input"],
             input_hash=row["input_hash"], result=row["result"], error=row["error"],
@@ -78,7 +100,7 @@ class Run:
             attempt=row["attempt"], lease_owner=row["lease_owner"], fencing_token=row["fencing_token"],
             lease_expires_at=row["lease_expires_at"], cancel_reason=row["cancel_reason"],
             created_at=row["created_at"], updated_at=row["updated_at"], started_at=row["started_at"],
-            completed_at=row["completed_at"], steps=steps,
+            completed_at=row["completed_at"], steps=steps, children=children,
         )
 
     @property

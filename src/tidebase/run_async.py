@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import _serde
 from ._acompat import AEvent, acall, aevent_wait, ajoin, asleep, aspawn
 from ._base import (
+    CURRENT_STEP,
     ERROR_LIMIT,
     Action,
     ResumeContract,
@@ -33,7 +34,10 @@ from ._base import (
     plan_step,
     retry_delay,
 )
-from .errors import LeaseLost, ManualReviewRequired, PayloadError, RunCancelled, TidebaseError
+from .children_async import Child, run_child, run_fanout
+from .errors import LeaseLost, ManualReviewRequired, PayloadError, RunCancelled, RunSuspended, TidebaseError
+from .gates_async import AsyncRunGates, GateDecision
+from .ledger_async import AsyncSnapshots, AsyncUsage
 from .models import StateVersion
 
 if TYPE_CHECKING:
@@ -43,7 +47,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tidebase")
 
 # Exceptions that mean "stop this invocation", not "this step failed": never retried, never recorded as failures.
-_CONTROL_FLOW = (LeaseLost, RunCancelled, ManualReviewRequired)
+_CONTROL_FLOW = (LeaseLost, RunCancelled, ManualReviewRequired, RunSuspended)
 
 
 class AsyncState:
@@ -100,6 +104,9 @@ class AsyncRunContext:
         self.owner = owner
         self.token: int = row["fencing_token"]
         self.state = AsyncState(self)
+        self.gates = AsyncRunGates(self)
+        self.usage = AsyncUsage(self)
+        self.snapshots = AsyncSnapshots(self)
         self._db: AsyncDatabase = tide._require_db()
         self._checkpoints = checkpoints
         self._keys = StepKeys()
@@ -137,13 +144,15 @@ class AsyncRunContext:
             raise ValueError("retries must be >= 0")
         contract = ResumeContract.build(side_effects, idempotency_key, replay)
         serializer = self.tide.serializer
-        input_hash = _serde.canonical_hash(input, serializer)
+        input_hash = _serde.NULL_HASH if input is None else _serde.canonical_hash(input, serializer)
         key, occurrence = self._keys.next(name)
         plan = plan_step(self._checkpoints.get(key), input_hash, run_id=self.run_id, key=key)
         if plan.action is Action.REPLAY:
+            if self._checkpoints[key].get("has_usage"):
+                await self.usage._record_saved(key)
             return plan.output
         ident = {"key": key, "name": name, "occurrence": occurrence, "input_hash": input_hash,
-                 "contract": json.dumps(contract.as_json())}
+                 "contract": contract.as_text()}
         if plan.action is Action.PARK:
             await self._fail_step(ident, plan.attempt, "manual_review", "manual_review",
                                   {"message": "step interrupted: it started and never completed, and its resume "
@@ -158,10 +167,10 @@ class AsyncRunContext:
             if contract.needs_marker:
                 attempt = await self._write_one("start_step", {**ident}, "attempt", key)
             try:
-                value = await acall(fn)
+                value = await self._call(fn, key)
             except _CONTROL_FLOW:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # a failed attempt: recorded, then retried or re-raised
                 failures += 1
                 final = failures > retries
                 status, decision = contract.final_failure() if final else ("failed_retryable", "auto_retry")
@@ -184,6 +193,14 @@ class AsyncRunContext:
             await self._complete_step(ident, attempt, text)
             return json.loads(text)
 
+    async def _call(self, fn: Callable[[], Any], key: str) -> Any:
+        """Runs a step function with CURRENT_STEP naming it, for the usage it records."""
+        current = CURRENT_STEP.set(key)
+        try:
+            return await acall(fn)
+        finally:
+            CURRENT_STEP.reset(current)
+
     async def _complete_step(self, ident: dict[str, Any], attempt: int, output: str) -> None:
         params = {**ident, "run_id": self.run_id, "token": self.token, "step_id": new_step_id(),
                   "output": output, "attempt": attempt}
@@ -199,6 +216,24 @@ class AsyncRunContext:
                                    run_id=self.run_id, step=ident["key"])
         await self._write_one("fail_step", {**ident, "attempt": attempt, "status": status, "decision": decision,
                                             "error": error_text}, "step_id", ident["key"])
+
+    # -- gates and children ----------------------------------------------------------------------------------------
+
+    async def gate(
+        self, name: str, prompt: str = "", *, data: Any = None, timeout: float | None = None, suspend: bool = False
+    ) -> GateDecision:
+        """Waits for the human decision of gate `name`, created once per run; see `run.gates.wait`."""
+        return await self.gates.wait(name, prompt, data=data, timeout=timeout, suspend=suspend)
+
+    async def child(
+        self, workflow_name: str, workflow: Callable[..., Any], *, name: str, input: Any = None
+    ) -> Any:
+        """Creates (once per edge `name`) and runs a child run of `workflow_name`; returns its result."""
+        return await run_child(self, workflow_name, workflow, name=name, input=input)
+
+    async def fanout(self, name: str, children: list[Child], *, max_concurrency: int | None = None) -> list[Any]:
+        """Runs child runs concurrently and checkpoints their joined results as step `join:<name>`."""
+        return await run_fanout(self, name, children, max_concurrency=max_concurrency)
 
     # -- state and events ------------------------------------------------------------------------------------------
 
@@ -226,7 +261,7 @@ class AsyncRunContext:
                                                                  run_id=self.run_id),
             "label": label, "reason": reason, "importance": importance,
             "metadata": _serde.encode(metadata or {}, enc, limit=limit, what="state metadata", run_id=self.run_id),
-            "created_by": self.owner, "step_key": None,
+            "created_by": self.owner, "step_key": None, "target_type": None, "target_id": None,
         }
         row = await self._write("write_state", params, None)
         assert row is not None  # write_state returns its row or raises

@@ -11,9 +11,12 @@ SELECT * FROM tidebase.create_run(%(run_id)s, %(workflow)s, %(input)s::jsonb, %(
 SELECT * FROM tidebase.acquire_run(%(run_id)s, %(owner)s, %(lease_ms)s)
 
 -- name: load_checkpoints
--- Every step row of a run, for replay: loaded once when a run starts, then served from memory.
-SELECT key, status, input_hash, output, contract, attempt
-  FROM tidebase.steps
+-- Every step row of a run, for replay: loaded once when a run starts, then served from memory. `has_usage` tells
+-- which replayed steps must report the usage they saved.
+SELECT key, status, input_hash, output, contract, attempt,
+       EXISTS (SELECT 1 FROM tidebase.usage u WHERE u.run_id = s.run_id AND u.step_key = s.key AND NOT u.saved)
+           AS has_usage
+  FROM tidebase.steps s
  WHERE run_id = %(run_id)s
 
 -- name: complete_step
@@ -93,9 +96,10 @@ SELECT tidebase.renew_lease(%(run_id)s, %(token)s) AS expires_at
 SELECT tidebase.append_event(%(run_id)s, %(token)s, %(type)s, %(payload)s::jsonb) AS seq
 
 -- name: write_state
--- Set, patch or save a state stream; returns the new version row.
+-- Set, patch, save or snapshot a state stream; returns the new version row.
 SELECT * FROM tidebase.write_state(%(run_id)s, %(token)s, %(stream)s, %(mode)s, %(value)s::jsonb, %(label)s,
-                                   %(reason)s, %(importance)s, %(metadata)s::jsonb, %(created_by)s, %(step_key)s)
+                                   %(reason)s, %(importance)s, %(metadata)s::jsonb, %(created_by)s, %(step_key)s,
+                                   %(target_type)s, %(target_id)s)
 
 -- name: get_state
 -- The current value and version of one state stream.
@@ -186,3 +190,104 @@ SELECT set_config('lock_timeout', %(timeout)s, false)
 -- name: repeatable_read
 -- Make the current transaction read one consistent snapshot.
 SET TRANSACTION ISOLATION LEVEL REPEATABLE READ
+
+-- name: begin_gate
+-- Open the gate (run, name) once, or return the existing one; `created` says which.
+SELECT (b.gate).*, b.created
+  FROM tidebase.begin_gate(%(run_id)s, %(token)s, %(name)s, %(gate_id)s, %(prompt)s, %(data)s::jsonb,
+                           %(token_hash)s, %(capability)s::jsonb, %(channels)s::jsonb) AS b
+
+-- name: resolve_gate
+-- Resolve a pending gate exactly once; TB012 (with the winning decision) for every later resolver.
+SELECT * FROM tidebase.resolve_gate(%(gate_id)s, %(decision)s, %(actor)s, %(payload)s::jsonb)
+
+-- name: get_gate
+-- One gate by id, with the status of its run.
+SELECT g.*, r.status AS run_status FROM tidebase.gates g JOIN tidebase.runs r ON r.id = g.run_id
+ WHERE g.id = %(gate_id)s
+
+-- name: list_gates
+-- Gates of one status across runs, oldest first (the review queue).
+SELECT g.*, r.status AS run_status FROM tidebase.gates g JOIN tidebase.runs r ON r.id = g.run_id
+ WHERE g.status = %(status)s
+ ORDER BY g.created_at, g.id
+ LIMIT %(limit)s
+
+-- name: list_gates_of_run
+-- Gates of one run (any status when status is null), oldest first.
+SELECT g.*, r.status AS run_status FROM tidebase.gates g JOIN tidebase.runs r ON r.id = g.run_id
+ WHERE g.run_id = %(run_id)s AND (%(status)s::text IS NULL OR g.status = %(status)s)
+ ORDER BY g.created_at, g.id
+ LIMIT %(limit)s
+
+-- name: listen_gates
+-- Subscribe this session to gate resolutions (the doorbell of waiting gates).
+LISTEN tidebase_gates
+
+-- name: unlisten_gates
+-- Unsubscribe this session from gate resolutions.
+UNLISTEN tidebase_gates
+
+-- name: suspend_run
+-- Release the lease of a run that waits for a gate: status waiting (fenced).
+SELECT tidebase.suspend_run(%(run_id)s, %(token)s, %(gate_id)s)
+
+-- name: create_child
+-- Create the child of (parent, edge name) once, or return it; TB013 when it exists with other workflow or input.
+SELECT (c.child).id AS child_id, (c.child).status AS child_status, (c.child).result AS child_result,
+       (c.edge).id AS edge_id, c.created
+  FROM tidebase.create_child(%(parent_id)s, %(token)s, %(edge_name)s, %(edge_type)s, %(edge_metadata)s::jsonb,
+                             %(child_id)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, %(lease_ms)s) AS c
+
+-- name: edges_of_run
+-- The edges where the run is the parent, oldest first.
+SELECT * FROM tidebase.run_edges WHERE parent_run_id = %(run_id)s ORDER BY created_at, name
+
+-- name: fork_run
+-- Create a run from another's checkpoints up to and including a step.
+SELECT * FROM tidebase.fork_run(%(source_id)s, %(at_key)s, %(new_id)s, %(input)s::jsonb, %(input_hash)s)
+
+-- name: record_usage
+-- Record one usage entry (any run status) and append usage.recorded.
+SELECT * FROM tidebase.record_usage(%(run_id)s, %(usage_id)s, %(step_key)s, %(kind)s, %(provider)s, %(model)s,
+                                    %(label)s, %(unit)s, %(quantity)s, %(input_tokens)s, %(output_tokens)s,
+                                    %(total_tokens)s, %(cost_usd)s, %(metadata)s::jsonb)
+
+-- name: record_saved_usage
+-- Record the usage a replayed step did not spend again (a copy of its original records, marked saved).
+SELECT tidebase.record_saved_usage(%(run_id)s, %(step_key)s) AS copied
+
+-- name: usage_of_runs
+-- Usage records of the given runs, oldest first.
+SELECT * FROM tidebase.usage WHERE run_id = ANY(%(run_ids)s) ORDER BY created_at, id
+
+-- name: run_tree
+-- A run and all its descendants through child and fanout edges (not forks).
+WITH RECURSIVE tree (id) AS (
+    SELECT %(run_id)s::text
+    UNION
+    SELECT e.child_run_id FROM tidebase.run_edges e JOIN tree t ON e.parent_run_id = t.id
+     WHERE e.edge_type <> 'fork'
+)
+SELECT id FROM tree
+
+-- name: labeled_versions
+-- Every labelled version of any stream of the run, newest first.
+SELECT * FROM tidebase.state_versions WHERE run_id = %(run_id)s AND label IS NOT NULL
+ ORDER BY created_at DESC, version DESC
+
+-- name: state_at_version
+-- One version of a stream.
+SELECT * FROM tidebase.state_versions WHERE run_id = %(run_id)s AND stream = %(stream)s AND version = %(version)s
+
+-- name: state_at_label
+-- The newest version of a stream with a label.
+SELECT * FROM tidebase.state_versions WHERE run_id = %(run_id)s AND stream = %(stream)s AND label = %(label)s
+ ORDER BY version DESC LIMIT 1
+
+-- name: state_at_step
+-- The newest version of a stream written before a step completed.
+SELECT v.* FROM tidebase.state_versions v
+  JOIN tidebase.steps s ON s.run_id = v.run_id AND s.key = %(step_key)s AND s.status = 'completed'
+ WHERE v.run_id = %(run_id)s AND v.stream = %(stream)s AND v.created_at <= s.completed_at
+ ORDER BY v.version DESC LIMIT 1

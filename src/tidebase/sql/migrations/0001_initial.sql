@@ -524,11 +524,12 @@ END
 $$;
 
 -- Writes a state stream: p_mode 'set' replaces the value, 'patch' merges (jsonb ||), 'save' labels the current value
--- without changing it (TB010 when the stream has no version yet). Appends the next gap-free version and one event
--- (state.updated or state.saved) in the same transaction, and returns the version row.
+-- without changing it (TB010 when the stream has no version yet), 'snapshot' sets a labelled milestone value in a
+-- stream about a target (p_target_type, p_target_id). Appends the next gap-free version and one event
+-- (state.updated, state.saved or snapshot.created) in the same transaction, and returns the version row.
 CREATE FUNCTION tidebase.write_state(
     p_run_id text, p_token bigint, p_stream text, p_mode text, p_value jsonb, p_label text, p_reason text,
-    p_importance text, p_metadata jsonb, p_created_by text, p_step_key text
+    p_importance text, p_metadata jsonb, p_created_by text, p_step_key text, p_target_type text, p_target_id text
 ) RETURNS SETOF tidebase.state_versions
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -542,17 +543,18 @@ BEGIN
         IF p_mode = 'save' THEN
             RAISE EXCEPTION 'run % has no state in stream %', p_run_id, p_stream USING ERRCODE = 'TB010';
         END IF;
-        INSERT INTO tidebase.state_streams (run_id, name, id, target_id)
-        VALUES (p_run_id, p_stream, tidebase.new_id('stream_'), p_run_id)
+        INSERT INTO tidebase.state_streams (run_id, name, id, target_type, target_id)
+        VALUES (p_run_id, p_stream, tidebase.new_id('stream_'), coalesce(p_target_type, 'run'),
+                coalesce(p_target_id, p_run_id))
         RETURNING * INTO st;
     ELSIF p_mode = 'save' AND st.current_version = 0 THEN
         RAISE EXCEPTION 'run % has no state in stream %', p_run_id, p_stream USING ERRCODE = 'TB010';
     END IF;
     v_value := CASE p_mode
-                   WHEN 'set' THEN p_value
                    WHEN 'patch' THEN CASE WHEN st.current_version = 0 THEN p_value
                                           ELSE st.current_value || p_value END
-                   ELSE st.current_value END;
+                   WHEN 'save' THEN st.current_value
+                   ELSE p_value END;
     UPDATE tidebase.state_streams
        SET current_version = current_version + 1, current_value = v_value, updated_at = tidebase.now()
      WHERE run_id = p_run_id AND name = p_stream
@@ -561,13 +563,15 @@ BEGIN
                                          metadata, step_key, created_by)
     VALUES (p_run_id, p_stream, st.current_version, tidebase.new_id('ver_'), v_value,
             CASE WHEN p_mode = 'patch' THEN p_value END, p_label, p_reason,
-            coalesce(p_importance, CASE WHEN p_mode = 'save' THEN 'milestone' ELSE 'normal' END),
+            coalesce(p_importance, CASE WHEN p_mode IN ('save', 'snapshot') THEN 'milestone' ELSE 'normal' END),
             coalesce(p_metadata, '{}'), p_step_key, p_created_by)
     RETURNING * INTO v;
     INSERT INTO tidebase.events (run_id, seq, type, payload)
-    VALUES (p_run_id, v_seq, CASE WHEN p_mode = 'save' THEN 'state.saved' ELSE 'state.updated' END,
+    VALUES (p_run_id, v_seq,
+            CASE p_mode WHEN 'save' THEN 'state.saved' WHEN 'snapshot' THEN 'snapshot.created'
+                        ELSE 'state.updated' END,
             jsonb_build_object('stream', p_stream, 'version', v.version, 'versionId', v.id, 'label', v.label)
-            || CASE WHEN p_mode = 'save' THEN '{}'::jsonb ELSE jsonb_build_object('value', v_value) END
+            || CASE WHEN p_mode IN ('set', 'patch') THEN jsonb_build_object('value', v_value) ELSE '{}'::jsonb END
             || CASE WHEN p_mode = 'patch' THEN jsonb_build_object('patch', p_value) ELSE '{}'::jsonb END);
     RETURN NEXT v;
 END

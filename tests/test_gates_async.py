@@ -1,0 +1,334 @@
+"""I5, approval gates, against real Postgres (async source; test_gates.py is generated from it).
+
+Only behaviour that needs no second client lives here; waiters woken by another client and racing resolvers are in
+concurrency/test_gates.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import psycopg
+import pytest
+
+from tidebase import (
+    Forbidden,
+    GateAlreadyResolved,
+    InvalidArgument,
+    LeaseLost,
+    NotFound,
+    PayloadError,
+    RunCancelled,
+    RunSuspended,
+)
+from tidebase.engine_async import AsyncTidebase
+from tidebase.gates_async import GateDecision
+
+
+def count(db: psycopg.Connection[Any], sql: str, *args: Any) -> Any:
+    row = db.execute(sql, args).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def as_dict(decision: GateDecision) -> dict[str, Any]:
+    return {"decision": decision.decision, "actor": decision.actor, "payload": decision.payload,
+            "approved": decision.approved, "gate_id": decision.gate_id, "name": decision.name}
+
+
+async def suspend_at_gate(tide: AsyncTidebase, run_id: str, name: str = "approve") -> str:
+    """Runs a workflow that suspends at gate `name`; returns the gate id."""
+
+    async def wf(run: Any, input: Any) -> Any:
+        return as_dict(await run.gate(name, f"{name}?", suspend=True))
+
+    with pytest.raises(RunSuspended) as info:
+        await tide.run("review", wf, run_id=run_id)
+    return str(info.value.gate_id)
+
+
+async def test_begin_creates_the_gate_once_and_only_the_creator_gets_the_token(
+    atide: AsyncTidebase, db: psycopg.Connection[Any]
+) -> None:
+    """A gate is created once per (run, name): a second begin returns the same gate, unchanged and without its token;
+    only the token's SHA-256 is stored, and no read or event exposes the token."""
+    seen: dict[str, Any] = {}
+
+    async def wf(run: Any, input: Any) -> Any:
+        seen["first"] = await run.gates.begin("approve", "Ship it?", data={"pr": 7})
+        seen["again"] = await run.gates.begin("approve", "another prompt", data={"pr": 8})
+        seen["get"] = await run.gates.get(seen["first"].id)
+        return None
+
+    await atide.run("w", wf, run_id="b-1")
+    first, again, got = seen["first"], seen["again"], seen["get"]
+    assert first.id.startswith("gate_") and len(first.id) == 37
+    assert len(first.token) == 32 and int(first.token, 16) >= 0
+    assert (first.run_id, first.name, first.prompt, first.data) == ("b-1", "approve", "Ship it?", {"pr": 7})
+    assert (first.status, first.decision, first.actor, first.payload, first.resolved_at) == (
+        "pending", None, None, None, None)
+    assert (again.id, again.prompt, again.data, again.token) == (first.id, "Ship it?", {"pr": 7}, None)
+    assert (got.id, got.token, got.run_status) == (first.id, None, "running")
+    assert (await atide.gates.get(first.id)).token is None
+    assert first.token not in repr(first)
+    digest = hashlib.sha256(first.token.encode()).hexdigest()
+    assert count(db, "SELECT count(*) FROM tidebase.gates WHERE token_hash = %s", digest) == 1
+    assert count(db, "SELECT count(*) FROM tidebase.gates g WHERE row_to_json(g)::text LIKE %s",
+                 f"%{first.token}%") == 0
+    assert count(db, "SELECT count(*) FROM tidebase.events WHERE payload::text LIKE %s", f"%{first.token}%") == 0
+    assert [e.type for e in await atide.runs.events("b-1")].count("gate.created") == 1
+
+
+async def test_suspended_gate_resumes_past_the_gate_once_resolved(
+    atide: AsyncTidebase, db: psycopg.Connection[Any]
+) -> None:
+    """suspend=True releases the lease and parks the run in `waiting` (RunSuspended names the gate); once the gate
+    is resolved, invoking the run again replays the steps before it and returns the decision."""
+    executed: list[str] = []
+
+    async def wf(run: Any, input: Any) -> Any:
+        draft = await run.step("draft", lambda: executed.append("draft") or "text")
+        decision = await run.gate("publish", "Publish the draft?", data={"draft": draft}, suspend=True)
+        return {"draft": draft, **as_dict(decision)}
+
+    with pytest.raises(RunSuspended, match="publish") as info:
+        await atide.run("writer", wf, run_id="s-1")
+    gate_id = info.value.gate_id
+    run = await atide.runs.get("s-1")
+    assert (run.status, run.lease_owner, run.lease_expires_at, run.error) == ("waiting", None, None, None)
+    assert (await atide.gates.get(gate_id)).status == "pending"
+    with pytest.raises(RunSuspended):  # still pending: resuming suspends again, at the same gate
+        await atide.run("writer", wf, run_id="s-1")
+    resolved = await atide.gates.resolve(gate_id, "approved", actor="alice", payload={"note": "ship"})
+    assert (resolved.status, resolved.decision, resolved.actor, resolved.token) == (
+        "approved", "approved", "alice", None)
+    assert resolved.payload == {"note": "ship"} and resolved.resolved_at is not None
+    assert resolved.run_status == "waiting"
+    assert await atide.run("writer", wf, run_id="s-1") == {
+        "draft": "text", "decision": "approved", "actor": "alice", "payload": {"note": "ship"}, "approved": True,
+        "gate_id": gate_id, "name": "publish"}
+    assert executed == ["draft"]
+    assert (await atide.runs.get("s-1")).status == "completed"
+    assert count(db, "SELECT count(*) FROM tidebase.gates WHERE run_id = 's-1'") == 1
+
+
+async def test_resolved_decision_is_replayed_on_resume(atide: AsyncTidebase) -> None:
+    """I5: a gate resolved before the run reaches it returns at once, and a resumed run gets the same recorded
+    decision again without creating or waiting for a new gate."""
+    failures = [True]
+    decisions: list[dict[str, Any]] = []
+
+    async def wf(run: Any, input: Any) -> Any:
+        gate = await run.gates.begin("approve", "ok?")
+        if gate.token is not None:
+            await atide.gates.resolve(gate.id, "rejected", actor="bob", payload={"why": "too risky"},
+                                      token=gate.token)
+        decisions.append(as_dict(await run.gate("approve", "ok?", timeout=30)))
+        if failures.pop():
+            raise RuntimeError("crash after the gate")
+        return decisions[-1]["decision"]
+
+    with pytest.raises(RuntimeError, match="crash after the gate"):
+        await atide.run("w", wf, run_id="rp-1")
+    failures.append(False)
+    assert await atide.run("w", wf, run_id="rp-1") == "rejected"
+    assert decisions[0] == decisions[1]
+    assert (decisions[0]["decision"], decisions[0]["actor"], decisions[0]["payload"], decisions[0]["approved"]) == (
+        "rejected", "bob", {"why": "too risky"}, False)
+    types = [e.type for e in await atide.runs.events("rp-1")]
+    assert types.count("gate.created") == 1 and types.count("gate.resolved") == 1
+    assert "run.suspended" not in types
+
+
+async def test_timeout_without_decision_suspends_and_frees_the_listener(dsn: str) -> None:
+    """A blocking wait whose timeout passes without a decision suspends the run like suspend=True, leaving the gate
+    pending, and the connection it listened on goes back to the pool no longer listening."""
+    async with AsyncTidebase(dsn, pool_min_size=1, pool_max_size=1) as tide:
+
+        async def wf(run: Any, input: Any) -> Any:
+            return as_dict(await run.gate("approve", "ok?", timeout=0.2))
+
+        with pytest.raises(RunSuspended) as info:
+            await tide.run("w", wf, run_id="t-1")
+        gate = await tide.gates.get(info.value.gate_id)
+        assert (gate.status, gate.run_status) == ("pending", "waiting")
+        async with tide._require_db().pool.connection() as conn:  # the pool's only connection: the waiter's
+            cur = await conn.execute("SELECT count(*) FROM pg_listening_channels()")
+            assert await cur.fetchone() == (0,)
+        types = [e.type for e in await tide.runs.events("t-1")]
+        assert types[-2:] == ["gate.created", "run.suspended"]
+        await tide.gates.resolve(gate.id, "canceled", actor="ops")
+        assert (await tide.run("w", wf, run_id="t-1"))["decision"] == "canceled"
+
+
+async def test_resume_by_a_new_instance_returns_the_recorded_decision(dsn: str, atide: AsyncTidebase) -> None:
+    """When the process that waited is gone, a new Tidebase resuming the run after the gate was resolved gets the
+    decision recorded by the resolve; the gate is not created again."""
+    gate_id = await suspend_at_gate(atide, "nx-1")
+    await atide.gates.resolve(gate_id, "approved", actor="carol")
+    await atide.close()
+    async with AsyncTidebase(dsn) as fresh:
+
+        async def wf(run: Any, input: Any) -> Any:
+            return as_dict(await run.gate("approve", "approve?", suspend=True))
+
+        result = await fresh.run("review", wf, run_id="nx-1")
+        assert (result["gate_id"], result["decision"], result["actor"]) == (gate_id, "approved", "carol")
+        assert [e.type for e in await fresh.runs.events("nx-1")].count("gate.created") == 1
+
+
+async def test_resolve_unknown_gate_raises_not_found(atide: AsyncTidebase) -> None:
+    """Resolving or reading a gate that does not exist raises NotFound, with or without a token."""
+    with pytest.raises(NotFound, match="gate_missing"):
+        await atide.gates.resolve("gate_missing", "approved")
+    with pytest.raises(NotFound):
+        await atide.gates.resolve("gate_missing", "approved", token="0" * 32)
+    with pytest.raises(NotFound):
+        await atide.gates.get("gate_missing")
+
+
+async def test_wrong_token_is_forbidden_and_writes_nothing(atide: AsyncTidebase, db: psycopg.Connection[Any]) -> None:
+    """A resolve with a token that is not the gate's raises Forbidden and writes nothing; the right token works."""
+    seen: dict[str, Any] = {}
+
+    async def wf(run: Any, input: Any) -> Any:
+        seen["gate"] = await run.gates.begin("approve", "ok?")
+        return as_dict(await run.gate("approve", "ok?", suspend=True))
+
+    with pytest.raises(RunSuspended):
+        await atide.run("w", wf, run_id="tok-1")
+    gate = seen["gate"]
+    seq = count(db, "SELECT event_seq FROM tidebase.runs WHERE id = 'tok-1'")
+    for wrong in ("0" * 32, gate.token.upper(), "", gate.token + "0"):
+        with pytest.raises(Forbidden):
+            await atide.gates.resolve(gate.id, "approved", actor="mallory", token=wrong)
+    assert (await atide.gates.get(gate.id)).status == "pending"
+    assert count(db, "SELECT event_seq FROM tidebase.runs WHERE id = 'tok-1'") == seq
+    assert count(db, "SELECT count(*) FROM tidebase.events WHERE run_id = 'tok-1' AND type = 'gate.resolved'") == 0
+    resolved = await atide.gates.resolve(gate.id, "approved", actor="alice", token=gate.token)
+    assert (resolved.status, resolved.actor, resolved.run_status, resolved.token) == (
+        "approved", "alice", "waiting", None)
+
+
+async def test_bad_arguments_raise_invalid_argument_and_write_nothing(
+    atide: AsyncTidebase, db: psycopg.Connection[Any]
+) -> None:
+    """Unknown decisions (`cancelled` is spelled `canceled`), statuses, limits and gate names, and gate data that
+    cannot be stored, are refused before anything is written."""
+    gate_id = await suspend_at_gate(atide, "arg-1")
+    seq = count(db, "SELECT event_seq FROM tidebase.runs WHERE id = 'arg-1'")
+    for decision in ("approve", "cancelled", "pending", ""):
+        with pytest.raises(InvalidArgument, match="decision"):
+            await atide.gates.resolve(gate_id, decision)
+    assert (await atide.gates.get(gate_id)).status == "pending"
+    assert count(db, "SELECT event_seq FROM tidebase.runs WHERE id = 'arg-1'") == seq
+    with pytest.raises(InvalidArgument, match="status"):
+        await atide.gates.list(status="done")
+    with pytest.raises(InvalidArgument, match="run_id"):
+        await atide.gates.list(status=None)
+    with pytest.raises(InvalidArgument, match="limit"):
+        await atide.gates.list(limit=0)
+
+    async def bad_name(run: Any, input: Any) -> Any:
+        await run.gate("", suspend=True)
+
+    async def bad_data(run: Any, input: Any) -> Any:
+        await run.gate("g", data={"k": "\u0000"}, suspend=True)
+
+    with pytest.raises(InvalidArgument, match="gate name"):
+        await atide.run("w", bad_name, run_id="arg-2")
+    with pytest.raises(PayloadError, match="gate data"):
+        await atide.run("w", bad_data, run_id="arg-3")
+    assert count(db, "SELECT count(*) FROM tidebase.gates WHERE run_id IN ('arg-2', 'arg-3')") == 0
+
+
+async def test_second_resolve_raises_gate_already_resolved_with_the_first_decision(
+    atide: AsyncTidebase, db: psycopg.Connection[Any]
+) -> None:
+    """I5: a gate resolves exactly once; a later resolve, with another decision or the same one, raises
+    GateAlreadyResolved carrying the first decision and actor, and changes nothing."""
+    gate_id = await suspend_at_gate(atide, "twice-1")
+    await atide.gates.resolve(gate_id, "approved", actor="alice", payload={"n": 1})
+    for decision, actor in (("rejected", "bob"), ("approved", "carol")):
+        with pytest.raises(GateAlreadyResolved) as info:
+            await atide.gates.resolve(gate_id, decision, actor=actor, payload={"n": 2})
+        assert (info.value.decision, info.value.actor) == ("approved", "alice")
+    gate = await atide.gates.get(gate_id)
+    assert (gate.status, gate.actor, gate.payload) == ("approved", "alice", {"n": 1})
+    assert count(db, "SELECT count(*) FROM tidebase.events WHERE run_id = 'twice-1' AND type = 'gate.resolved'") == 1
+
+
+async def test_list_and_get_gates(atide: AsyncTidebase) -> None:
+    """gates.list returns the review queue oldest first, filtered by status and optionally by run; run.gates.get only
+    sees the run's own gates."""
+    first = await suspend_at_gate(atide, "ls-1", "legal")
+    second = await suspend_at_gate(atide, "ls-2", "finance")
+    pending = await atide.gates.list()
+    assert [(g.id, g.run_id, g.name, g.prompt, g.status, g.decision, g.actor) for g in pending] == [
+        (first, "ls-1", "legal", "legal?", "pending", None, None),
+        (second, "ls-2", "finance", "finance?", "pending", None, None)]
+    assert all(g.token is None and g.run_status == "waiting" for g in pending)
+    await atide.gates.resolve(first, "rejected", actor="dana")
+    assert [g.id for g in await atide.gates.list()] == [second]
+    assert [(g.id, g.decision, g.actor) for g in await atide.gates.list("rejected")] == [(first, "rejected", "dana")]
+    assert [g.id for g in await atide.gates.list(None, run_id="ls-1")] == [first]
+    assert await atide.gates.list("pending", run_id="ls-1") == []
+    assert await atide.gates.list(None, run_id="no-such-run") == []
+    assert len(await atide.gates.list(limit=1)) == 1
+
+    async def peek(run: Any, input: Any) -> Any:
+        with pytest.raises(NotFound):
+            await run.gates.get(second)  # a gate of another run
+        return (await run.gates.get(first)).decision
+
+    assert await atide.run("review", peek, run_id="ls-1") == "rejected"
+
+
+async def test_gate_events_are_appended_gap_free(atide: AsyncTidebase) -> None:
+    """I4 with gates: gate.created, run.suspended and gate.resolved are appended to the run's log with gap-free seqs
+    and payloads that name the gate (never its token)."""
+    gate_id = await suspend_at_gate(atide, "ev-1")
+    await atide.gates.resolve(gate_id, "approved", actor="erin", payload={"ok": True})
+
+    async def wf(run: Any, input: Any) -> Any:
+        return as_dict(await run.gate("approve", "approve?"))
+
+    assert (await atide.run("review", wf, run_id="ev-1"))["actor"] == "erin"
+    events = await atide.runs.events("ev-1")
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.type for e in events] == [
+        "run.created", "run.started", "gate.created", "run.suspended", "gate.resolved", "run.started",
+        "run.completed"]
+    by_type = {e.type: e.payload for e in events}
+    assert by_type["gate.created"] == {"gateId": gate_id, "name": "approve", "prompt": "approve?", "data": {}}
+    assert by_type["run.suspended"] == {"gateId": gate_id}
+    assert by_type["gate.resolved"] == {"gateId": gate_id, "name": "approve", "decision": "approved",
+                                        "actor": "erin", "payload": {"ok": True}}
+
+
+async def test_gates_are_fenced_by_the_lease_and_by_cancellation(
+    atide: AsyncTidebase, db: psycopg.Connection[Any]
+) -> None:
+    """A holder whose lease was taken over cannot open a gate (LeaseLost), a cancelled run cannot either
+    (RunCancelled), and a cancelled run's pending gate cannot be resolved; none of this writes a gate."""
+
+    async def zombie(run: Any, input: Any) -> Any:
+        db.execute("UPDATE tidebase.runs SET fencing_token = fencing_token + 1 WHERE id = %s", (run.run_id,))
+        await run.gate("approve", suspend=True)
+
+    async def cancelled(run: Any, input: Any) -> Any:
+        await atide.runs.cancel(run.run_id, reason="stop")
+        await run.gate("approve", suspend=True)
+
+    with pytest.raises(LeaseLost):
+        await atide.run("w", zombie, run_id="f-1")
+    with pytest.raises(RunCancelled):
+        await atide.run("w", cancelled, run_id="f-2")
+    assert count(db, "SELECT count(*) FROM tidebase.gates WHERE run_id IN ('f-1', 'f-2')") == 0
+    gate_id = await suspend_at_gate(atide, "f-3")
+    await atide.runs.cancel("f-3")
+    with pytest.raises(RunCancelled):
+        await atide.gates.resolve(gate_id, "approved")
+    gate = await atide.gates.get(gate_id)
+    assert (gate.status, gate.run_status) == ("pending", "cancelled")
