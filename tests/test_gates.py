@@ -311,7 +311,7 @@ def test_gates_are_fenced_by_the_lease_and_by_cancellation(
     tide: Tidebase, db: psycopg.Connection[Any]
 ) -> None:
     """A holder whose lease was taken over cannot open a gate (LeaseLost), a cancelled run cannot either
-    (RunCancelled), and a cancelled run's pending gate cannot be resolved; none of this writes a gate."""
+    (RunCancelled), and a cancelled run's gate (canceled with it) cannot be resolved; none of this writes a gate."""
 
     def zombie(run: Any, input: Any) -> Any:
         db.execute("UPDATE tidebase.runs SET fencing_token = fencing_token + 1 WHERE id = %s", (run.run_id,))
@@ -331,4 +331,4 @@ def test_gates_are_fenced_by_the_lease_and_by_cancellation(
     with pytest.raises(RunCancelled):
         tide.gates.resolve(gate_id, "approved")
     gate = tide.gates.get(gate_id)
-    assert (gate.status, gate.run_status) == ("pending", "cancelled")
+    assert (gate.status, gate.run_status) == ("canceled", "cancelled")

@@ -311,7 +311,7 @@ async def test_gates_are_fenced_by_the_lease_and_by_cancellation(
     atide: AsyncTidebase, db: psycopg.Connection[Any]
 ) -> None:
     """A holder whose lease was taken over cannot open a gate (LeaseLost), a cancelled run cannot either
-    (RunCancelled), and a cancelled run's pending gate cannot be resolved; none of this writes a gate."""
+    (RunCancelled), and a cancelled run's gate (canceled with it) cannot be resolved; none of this writes a gate."""
 
     async def zombie(run: Any, input: Any) -> Any:
         db.execute("UPDATE tidebase.runs SET fencing_token = fencing_token + 1 WHERE id = %s", (run.run_id,))
@@ -331,4 +331,4 @@ async def test_gates_are_fenced_by_the_lease_and_by_cancellation(
     with pytest.raises(RunCancelled):
         await atide.gates.resolve(gate_id, "approved")
     gate = await atide.gates.get(gate_id)
-    assert (gate.status, gate.run_status) == ("pending", "cancelled")
+    assert (gate.status, gate.run_status) == ("canceled", "cancelled")

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "tidebase"
 SOURCES = [PACKAGE / name for name in (
     "_db_async.py", "migrate_async.py", "run_async.py", "engine_async.py", "gates_async.py", "children_async.py",
-    "ledger_async.py",
+    "ledger_async.py", "queues_async.py", "schedules_async.py", "reconciler_async.py", "worker_async.py",
 )]
 SOURCES += [ROOT / "tests" / name for name in (
     "test_runs_async.py", "test_gates_async.py", "test_children_async.py", "test_ledger_async.py",
@@ -57,6 +57,11 @@ RULES: list[tuple[str, str]] = [
     (r"\bAsyncUsage\b", "Usage"),
     (r"\bAsyncSnapshots\b", "Snapshots"),
     (r"\b(gates|children|ledger)_async\b", r"\1"),
+    (r"\b(queues|schedules|reconciler|worker)_async\b", r"\1"),
+    (r"\bAsyncQueues\b", "Queues"),
+    (r"\bAsyncSchedules\b", "Schedules"),
+    (r"\bAsyncReconciler\b", "Reconciler"),
+    (r"\bAsyncWorker\b", "Worker"),
     (r"\batide\b", "tide"),
     (r"\btidebase\.aio\b", "tidebase"),
     (r"\(async source; (\S+) is generated from it\)", r"(generated from the async source)"),

@@ -33,7 +33,13 @@ from .errors import (
     TidebaseError,
 )
 from .models import Edge, Event, Run, RunPage, StateVersion, Step
+from .queues import QueueInfo, Queues
+from .reconciler import Reconciler, TickResult
+from .registry import Registry
 from .run import RunContext, State
+from .schedules import Schedule, Schedules
+from .webhooks import verify_webhook_signature
+from .worker import Worker
 
 __all__ = [
     "Tidebase", "Runs", "RunContext", "State", "Child",
@@ -43,5 +49,7 @@ __all__ = [
     "InvalidArgument", "LeaseHeld", "LeaseLost", "ManualReviewRequired", "MigrationLockTimeout", "NotFound",
     "PayloadError", "RunCancelled", "RunCompleted", "SchemaOutOfDate", "GateAlreadyResolved", "ChildConflict",
     "Forbidden", "RunSuspended",
+    "Worker", "Reconciler", "TickResult", "Registry", "Queues", "QueueInfo", "Schedules", "Schedule",
+    "verify_webhook_signature",
     "__version__",
 ]

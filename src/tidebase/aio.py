@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from .children_async import Child
 from .engine_async import AsyncRuns, AsyncTidebase
+from .queues_async import AsyncQueues
+from .reconciler_async import AsyncReconciler
 from .run_async import AsyncRunContext, AsyncState
+from .schedules_async import AsyncSchedules
+from .worker_async import AsyncWorker
 
-__all__ = ["AsyncRunContext", "AsyncRuns", "AsyncState", "AsyncTidebase", "Child"]
+__all__ = ["AsyncQueues", "AsyncReconciler", "AsyncRunContext", "AsyncRuns", "AsyncSchedules", "AsyncState",
+           "AsyncTidebase", "AsyncWorker", "Child"]

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__, _embedded, demo
+from . import __version__, _embedded, cli_ops, demo
 from ._config import configured_dsn, resolve_dsn
 from .engine import Tidebase
 from .errors import TidebaseError
@@ -68,6 +68,10 @@ def create_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("db", help="the embedded PostgreSQL used when no database is configured")
     p.add_argument("action", choices=["status", "stop"])
     p.set_defaults(func=cmd_db)
+    cli_ops.configure_parsers(sub)
+    from .server.serve import add_serve_parser  # noqa: PLC0415 - the server package registers its own command
+
+    add_serve_parser(sub)
     return parser
 
 

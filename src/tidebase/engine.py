@@ -40,7 +40,11 @@ from .gates import Gates
 from .ledger import UsageReport, fork_run, state_at, usage_report
 from .migrate import ensure_schema
 from .models import RUN_STATUSES, Edge, Event, Run, RunPage, StateVersion, Step
+from .queues import Queues, enqueue
+from .registry import Registry
 from .run import RunContext
+from .schedules import Schedules
+from .worker import Worker
 
 _NO_STOP = (LeaseLost, RunCancelled, RunSuspended)
 
@@ -93,6 +97,27 @@ class Runs:
         row = db.fetchone("cancel_run", {"run_id": run_id, "reason": reason, "actor": actor}, run_id=run_id)
         assert row is not None
         return Run.from_row(row)
+
+    def recover(self, run_id: str, *, actor: str | None = None, queue: str = "default") -> bool:
+        """Puts a failed, pending or waiting run back on its queue (`queue` for a run that had none) for a worker to
+        resume from its checkpoints, and records the recovery. False when the run's status does not allow it
+        (running, completed, cancelled, manual_review: release or skip its parked step first). NotFound if unknown."""
+        db = self._tide._open()
+        row = db.fetchone("recover_run", {"run_id": run_id, "actor": actor or "operator", "queue": queue},
+                                run_id=run_id)
+        if row is None:
+            raise _not_found(run_id)
+        return row["requeued"] is not None
+
+    def recoveries(self, run_id: str) -> builtins.list[dict[str, Any]]:
+        """Every recovery attempt of the run, oldest first: who detected it, when, why, and its outcome."""
+        db = self._tide._open()
+        return db.fetchall("recoveries_of_run", {"run_id": run_id}, run_id=run_id)
+
+    def deliveries(self, run_id: str) -> builtins.list[dict[str, Any]]:
+        """The run's webhook deliveries (outbox rows), each with its `attempt_log`, oldest first."""
+        db = self._tide._open()
+        return db.fetchall("deliveries_of_run", {"run_id": run_id}, run_id=run_id)
 
     def usage(self, run_id: str, *, include_children: bool = False) -> UsageReport:
         """The run's usage records with totals per (kind, provider, model), spent and saved by replay; with
@@ -171,6 +196,26 @@ class Tidebase:
         self.owner_label = f"{socket.gethostname()}:{os.getpid()}"
         self.runs = Runs(self)
         self.gates = Gates(self)
+        self.registry = Registry()
+        self.queues = Queues(self)
+        self.schedules = Schedules(self)
+
+    def workflow(self, name: str) -> Callable[[Any], Any]:
+        """`@tide.workflow("research-agent")`: registers the decorated `fn(run, input)` for workers to execute."""
+        return self.registry.decorator(name)
+
+    def enqueue(self, workflow: str, **options: Any) -> Run:
+        """Queues a run of `workflow` for a worker and returns it (see `tidebase.queues.enqueue` for the
+        options: input, queue, run_id, dedupe_key, delay, priority, max_attempts, retry_backoff, deadline, metadata,
+        recovery_webhook, webhooks). With a `dedupe_key`, an active (queued or running) run of the same queue and key
+        is returned instead of a new one, also under concurrent enqueues. Safe to retry with the same run_id."""
+        return enqueue(self, workflow, **options)
+
+    def work(self, queues: Any = ("default",), *, concurrency: int = 1, **options: Any) -> int:
+        """Runs a worker in this process until SIGTERM/SIGINT (or, with `burst=True`, until nothing is runnable);
+        returns how many runs it executed. See `tidebase.worker.Worker` for the options."""
+        names = [queues] if isinstance(queues, str) else list(queues)
+        return Worker(self, queues=names, concurrency=concurrency, **options).run()
 
     def __enter__(self) -> Tidebase:
         self._open()

@@ -167,8 +167,8 @@ async def test_blocked_task_waiter_wakes_on_the_doorbell(
 async def test_cancelling_the_run_ends_a_blocked_wait_with_run_cancelled(
     dsn: str, observer: psycopg.Connection[Any]
 ) -> None:
-    """Cancelling a run whose workflow is blocked at a gate ends the wait with RunCancelled; the gate stays pending
-    and no failure is recorded."""
+    """Cancelling a run whose workflow is blocked at a gate ends the wait with RunCancelled; the gate is canceled
+    with the run and no failure is recorded."""
     waiter, operator = AsyncTidebase(named(dsn, "gate-cwaiter")), AsyncTidebase(dsn)
 
     async def wf(run: Any, input: Any) -> Any:
@@ -181,7 +181,7 @@ async def test_cancelling_the_run_ends_a_blocked_wait_with_run_cancelled(
         await asyncio.wait_for(task, 30)
     run = await operator.runs.get("cw-1")
     assert (run.status, run.error) == ("cancelled", None)
-    assert [g.status for g in await operator.gates.list(None, run_id="cw-1")] == ["pending"]
+    assert [g.status for g in await operator.gates.list(None, run_id="cw-1")] == ["canceled"]
     await waiter.close()
     await operator.close()
 

@@ -1,0 +1,158 @@
+"""Pure-ASGI middleware: CORS (outermost), API-key authentication, the body limit, and routing on the raw path."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+OPEN_PATHS = frozenset({"/health", "/health/ready"})
+ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+ALLOW_HEADERS = "authorization, content-type, last-event-id, x-tidebase-worker"
+EVENTS_SUFFIX = "/events"
+
+
+async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+class RawPath:
+    """Routes on the still percent-encoded path, so `%2F` in a workflow name stays inside its parameter (§2.4)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("raw_path"):
+            scope = {**scope, "path": scope["raw_path"].decode("latin-1").split("?", 1)[0]}
+        await self.app(scope, receive, send)
+
+
+class Cors:
+    """CORS for every route; a preflight is answered 204 before authentication (§2.6)."""
+
+    def __init__(self, app: ASGIApp, origins: str) -> None:
+        self.app = app
+        self.origins = [o.strip() for o in origins.split(",") if o.strip()] or ["*"]
+
+    def _allow(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        if self.origins == ["*"]:
+            return [(b"access-control-allow-origin", b"*")]
+        origin = (_header(scope, b"origin") or b"").decode("latin-1")
+        if origin in self.origins:
+            return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
+        return [(b"vary", b"Origin")]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        allow = self._allow(scope)
+        if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method") is not None:
+            await send({"type": "http.response.start", "status": 204, "headers": [
+                *allow, (b"access-control-allow-methods", ALLOW_METHODS.encode()),
+                (b"access-control-allow-headers", ALLOW_HEADERS.encode()), (b"access-control-max-age", b"600")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *allow]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+class Auth:
+    """`Authorization: Bearer <key>` on every route but /health; `?token=` on the SSE route only (§2.5).
+
+    The presented and the configured key are compared as SHA-256 digests with a constant-time equality, so neither
+    their contents nor the key's length leak through timing.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app = app
+        self.digest = hashlib.sha256(api_key.encode()).digest() if api_key else None
+
+    def _ok(self, presented: str | None) -> bool:
+        if presented is None or self.digest is None:
+            return False
+        return hmac.compare_digest(hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest(),
+                                   self.digest)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.digest is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = _header(scope, b"authorization")
+        if header is not None:
+            scheme, _, key = header.decode("latin-1").partition(" ")
+            ok = scheme.lower() == "bearer" and self._ok(key.strip())
+        elif scope["method"] == "GET" and scope["path"].endswith(EVENTS_SUFFIX):
+            query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            ok = self._ok(query.get("token"))
+        else:
+            ok = False
+        if not ok:
+            await send_json(send, 401, {"error": "unauthorized", "code": "unauthorized"},
+                            [(b"www-authenticate", b"Bearer")])
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Reads the whole body (at most `limit` bytes) before the app sees it; larger bodies get 413 (§2.1)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        too_large = {"error": "payload too large", "code": "payload_too_large", "limit": self.limit}
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await send_json(send, 413, too_large, [(b"connection", b"close")])
+            return
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await send_json(send, 413, too_large, [(b"connection", b"close")])
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,124 @@
+"""Rows of the database rendered as the wire objects of wire-api.md §3 (camelCase, fixed timestamps).
+
+Columns that a later migration adds (the queue fields) are read with `row.get(...)`, so a run renders the same
+before and after that migration. Nothing here reads a resolve token or a channel secret: they cannot leak.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+Row = dict[str, Any]
+
+# Library statuses that the wire does not know, shown as the wire status that means the same to a client.
+_STATUS = {"waiting": "pending", "manual_review": "failed"}
+
+
+def ts(value: datetime | None) -> str | None:
+    """UTC ISO-8601 with exactly three fractional digits (truncated) and a Z."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def status(value: str) -> str:
+    """The wire name of a run status."""
+    return _STATUS.get(value, value)
+
+
+def run(row: Row) -> dict[str, Any]:
+    status_ = status(row["status"])
+    return {
+        "id": row["id"], "workflowName": row["workflow"], "input": row["input"], "metadata": row["metadata"] or {},
+        "status": status_, "result": row["result"], "error": row["error"],
+        "recoveryWebhook": row.get("recovery_webhook"),
+        "leaseOwner": row["lease_owner"], "leaseExpiresAt": ts(row["lease_expires_at"]), "attempt": row["attempt"],
+        "queue": row.get("queue"), "dedupeKey": row.get("dedupe_key"), "priority": row.get("priority") or 0,
+        "runAt": ts(row.get("available_at", row.get("run_at"))), "maxAttempts": row.get("max_attempts") or 1,
+        "deadlineAt": ts(row.get("deadline_at")), "cancelRequestedAt": ts(row.get("cancel_requested_at")),
+        "cancelledAt": ts(row["cancelled_at"]), "cancelReason": row["cancel_reason"],
+        "cancelActor": row["cancel_actor"], "failureClass": row["failure_class"],
+        "createdAt": ts(row["created_at"]), "updatedAt": ts(row["updated_at"]),
+        "completedAt": None if status_ == "failed" else ts(row["completed_at"]),
+    }
+
+
+def contract(value: dict[str, Any] | None) -> dict[str, Any]:
+    c = value or {}
+    return {
+        "sideEffects": list(c.get("sideEffects") or []), "idempotencyKey": c.get("idempotencyKey"),
+        "replay": c.get("replay") or "auto", "checkpointInvariant": c.get("checkpointInvariant"),
+        "verifiedBy": c.get("verifiedBy"), "credentials": list(c.get("credentials") or []),
+    }
+
+
+def step(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"], "runId": row["run_id"], "name": row["key"], "inputHash": row["input_hash"],
+        "input": row["input"] if row["input"] is not None else {}, "options": row.get("options") or {},
+        "resumeContract": contract(row["contract"]), "status": row["status"], "output": row["output"],
+        "error": row["error"], "resumeDecision": row["resume_decision"], "leaseOwner": row["lease_owner"],
+        "leaseExpiresAt": ts(row["lease_expires_at"]), "attempt": row["attempt"], "startedAt": ts(row["started_at"]),
+        "completedAt": ts(row["completed_at"]), "createdAt": ts(row["created_at"]), "updatedAt": ts(row["updated_at"]),
+    }
+
+
+def gate(row: Row, public_url: str, resolve_token: str | None = None) -> dict[str, Any]:
+    channels = [{"type": c.get("type", "webhook"), "url": c.get("url"), "events": c.get("events") or [],
+                 "hasSecret": bool(c.get("secret"))} for c in (row["channels"] or []) if isinstance(c, dict)]
+    return {
+        "id": row["id"], "runId": row["run_id"], "name": row["name"], "prompt": row["prompt"], "data": row["data"],
+        "status": row["status"], "decision": row["decision"], "actor": row["actor"],
+        "decisionPayload": None if row["status"] == "pending" else row["payload"],
+        "capability": row["capability"], "channels": channels,
+        "resolveUrl": f"{public_url}/runs/{row['run_id']}/gates/{row['id']}/resolve",
+        "resolveToken": resolve_token,
+        "createdAt": ts(row["created_at"]), "updatedAt": ts(row["updated_at"]), "resolvedAt": ts(row["resolved_at"]),
+    }
+
+
+def state(row: Row, stream: str) -> dict[str, Any]:
+    """The live State of a stream, from its newest version row."""
+    return {"runId": row["run_id"], "stream": stream, "value": row["value"], "version": row["version"],
+            "updatedAt": ts(row["created_at"])}
+
+
+def version(row: Row, stream_id: str | None = None) -> dict[str, Any]:
+    return {
+        "id": row["id"], "streamId": stream_id or row.get("stream_id"), "stream": row["stream"],
+        "runId": row["run_id"], "stepId": None, "version": row["version"], "value": row["value"],
+        "patch": row["patch"], "label": row["label"], "reason": row["reason"], "importance": row["importance"],
+        "metadata": row["metadata"] or {}, "createdBy": row["created_by"], "createdAt": ts(row["created_at"]),
+    }
+
+
+def stream(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"], "runId": row["run_id"], "name": row["name"], "targetType": row["target_type"],
+        "targetId": row["target_id"], "currentVersion": row["current_version"],
+        "currentValue": row["current_value"], "metadata": row["metadata"] or {},
+        "createdAt": ts(row["created_at"]), "updatedAt": ts(row["updated_at"]),
+    }
+
+
+def edge(row: Row) -> dict[str, Any]:
+    return {"id": row["id"], "parentRunId": row["parent_run_id"], "childRunId": row["child_run_id"],
+            "name": row["name"], "edgeType": row["edge_type"], "metadata": row["metadata"] or {},
+            "createdAt": ts(row["created_at"])}
+
+
+def usage(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"], "runId": row["run_id"], "stepId": row.get("step_id"), "kind": row["kind"],
+        "provider": row["provider"], "model": row["model"], "label": row["label"], "unit": row["unit"],
+        "quantity": row["quantity"], "inputTokens": row["input_tokens"], "outputTokens": row["output_tokens"],
+        "totalTokens": row["total_tokens"], "costUsd": None if row["cost_usd"] is None else float(row["cost_usd"]),
+        "metadata": row["metadata"] or {}, "createdAt": ts(row["created_at"]),
+    }
+
+
+def event(row: Row) -> dict[str, Any]:
+    return {"id": row["id"], "runId": row["run_id"], "seq": row["seq"], "type": row["type"],
+            "payload": row["payload"], "createdAt": ts(row["created_at"])}

@@ -1,0 +1,47 @@
+"""Gate routes: begin, get, resolve (wire §4.22-4.24). The resolve token leaves only in the creating answer."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from . import render
+from .common import answer, body, path, services
+from .errors import invalid
+
+
+async def begin_gate(request: Request) -> JSONResponse:
+    b = await body(request, "begin_gate")
+    channels = []
+    for i, spec in enumerate(b.get("channels") or []):
+        if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
+            raise invalid(["channels", i], "must be a channel spec {type, url, secret?, events?}")
+        channels.append({"type": "webhook", "url": spec["url"], "events": spec.get("events") or [],
+                         "hasSecret": bool(spec.get("secret"))})
+    svc = services(request)
+    row, _created, token = await svc.wire.begin_gate(path(request, "run_id"), b["name"], b["prompt"], b.get("data"),
+                                                    b.get("capability"), channels)
+    action = "wait" if row["status"] == "pending" else "return"
+    return answer({"action": action, "gate": render.gate(row, svc.public_url, token)})
+
+
+async def get_gate(request: Request) -> JSONResponse:
+    svc = services(request)
+    row = await svc.wire.get_gate(path(request, "run_id"), path(request, "gate_id"))
+    return answer({"gate": render.gate(row, svc.public_url), "runStatus": render.status(row["run_status"])})
+
+
+async def resolve_gate(request: Request) -> JSONResponse:
+    b = await body(request, "resolve_gate")
+    svc = services(request)
+    row = await svc.wire.resolve_gate(path(request, "run_id"), path(request, "gate_id"), b["decision"],
+                                      b.get("token"), b.get("actor"), b.get("payload"))
+    return answer({"gate": render.gate(row, svc.public_url)})
+
+
+ROUTES = [
+    Route("/runs/{run_id}/gates/begin", begin_gate, methods=["POST"]),
+    Route("/runs/{run_id}/gates/{gate_id}", get_gate, methods=["GET"]),
+    Route("/runs/{run_id}/gates/{gate_id}/resolve", resolve_gate, methods=["POST"]),
+]

@@ -1,0 +1,63 @@
+"""Step routes: begin (the `action` protocol), complete, fail, review (wire §4.11-4.14)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tidebase.errors import ManualReviewRequired
+
+from . import render
+from .common import answer, body, path, services
+
+
+async def begin_step(request: Request) -> JSONResponse:
+    b = await body(request, "begin_step")
+    run_id = path(request, "run_id")
+    owner = b.get("leaseOwner")
+    action, row = await services(request).wire.begin_step(run_id, owner, b["name"], b["inputHash"], b.get("input"),
+                                                          b.get("options") or {})
+    if action == "cancelled" or row is None:
+        return answer({"action": "cancelled"})
+    step = render.step(row)
+    if action == "parked":
+        raise ManualReviewRequired(f"step {b['name']!r} was interrupted and is parked for review")
+    if action == "input_mismatch":
+        return answer({"action": action, "step": step, "expectedInputHash": row["input_hash"],
+                       "actualInputHash": b["inputHash"]})
+    if action == "return":
+        return answer({"action": action, "step": step, "output": row["output"]})
+    if action == "locked":
+        return answer({"action": action, "step": step})
+    return answer({"action": "execute", "step": step, "leaseOwner": owner})
+
+
+async def complete_step(request: Request) -> JSONResponse:
+    b = await body(request, "complete_step")
+    row = await services(request).wire.complete_step(path(request, "run_id"), path(request, "step_id"),
+                                                     b["leaseOwner"], b.get("output"))
+    return answer({"step": render.step(row)})
+
+
+async def fail_step(request: Request) -> JSONResponse:
+    b = await body(request, "fail_step")
+    row = await services(request).wire.fail_step(path(request, "run_id"), path(request, "step_id"),
+                                                 b["leaseOwner"], b.get("error"), bool(b.get("retryable", False)),
+                                                 b.get("resumeDecision"))
+    return answer({"step": render.step(row)})
+
+
+async def review_step(request: Request) -> JSONResponse:
+    b = await body(request, "review_step")
+    row = await services(request).wire.review_step(path(request, "run_id"), path(request, "step_id"), b["action"],
+                                                   b.get("output"), b.get("actor"), b.get("reason"))
+    return answer({"step": render.step(row)})
+
+
+ROUTES = [
+    Route("/runs/{run_id}/steps/begin", begin_step, methods=["POST"]),
+    Route("/runs/{run_id}/steps/{step_id}/complete", complete_step, methods=["POST"]),
+    Route("/runs/{run_id}/steps/{step_id}/fail", fail_step, methods=["POST"]),
+    Route("/runs/{run_id}/steps/{step_id}/review", review_step, methods=["POST"]),
+]

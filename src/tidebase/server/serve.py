@@ -1,0 +1,63 @@
+"""The `tidebase serve` command: parse arguments, build the app, run uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+
+
+class RedactTokens(logging.Filter):
+    """Access logs never show `token=` values (wire §2.5)."""
+
+    _TOKEN = re.compile(r"(token=)[^&\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        record.msg = self._TOKEN.sub(r"\1[redacted]", str(record.msg))
+        return True
+
+
+def add_serve_parser(subparsers: Any) -> None:
+    """Registers `serve` on the CLI's subparsers; the command runs `run_serve(args)`."""
+    parser = subparsers.add_parser("serve", help="run the HTTP + SSE server")
+    parser.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default $PORT or 7373)")
+    parser.add_argument("--dsn", default=None,
+                        help="database (default: TIDEBASE_DATABASE_URL, DATABASE_URL, else embedded)")
+    parser.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415 - only this command needs the server stack
+
+    from .app import Settings, create_app  # noqa: PLC0415
+
+    port = args.port or int(os.environ.get("PORT", "7373"))
+    settings = Settings.from_env(port=port, dsn=args.dsn)
+    host = args.host or LOOPBACK
+    if settings.api_key is None:
+        print(f"tidebase serve: open mode (TIDEBASE_API_KEY is not set): every route is open; "
+              f"binding to {host}", file=sys.stderr)
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    print(f"tidebase serve: listening on http://{host}:{port}", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tidebase")
+    add_serve_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

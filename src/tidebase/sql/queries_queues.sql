@@ -1,0 +1,133 @@
+-- Statements of queues, workers, the reconciler, schedules and the webhook outbox. Parameters are %(name)s
+-- placeholders; the transitions themselves are functions of migrations/0004_queues.sql.
+
+-- name: enqueue_run
+-- Create a queued run, or return the active duplicate of (queue, dedupe key) or the run with this id.
+SELECT (q.run).*, q.created
+  FROM tidebase.enqueue_run(%(run_id)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, %(metadata)s::jsonb,
+                            %(queue)s, %(priority)s, %(dedupe_key)s, %(delay_ms)s, %(max_attempts)s,
+                            %(backoff_ms)s, %(deadline)s, %(lease_ms)s, %(webhooks)s::jsonb) AS q
+
+-- name: claim_runs
+-- Claim up to `limit` due runs of the queues (and registered workflows) under the queues' caps; each gets a lease.
+SELECT * FROM tidebase.claim_runs(%(owner)s, %(queues)s, %(workflows)s, %(limit)s, %(lease_ms)s)
+
+-- name: release_run
+-- Hand a claimed run back to its queue (worker shutdown), fenced by the token.
+SELECT tidebase.release_run(%(run_id)s, %(token)s, %(reason)s)
+
+-- name: configure_queue
+-- Set a queue's concurrency and rate caps (NULL: unlimited) and whether it is paused.
+SELECT * FROM tidebase.configure_queue(%(queue)s, %(concurrency)s, %(rate_limit)s, %(rate_window_ms)s, %(paused)s)
+
+-- name: get_queue
+-- One queue's config with its live counts (queued and due, running).
+SELECT %(queue)s::text AS queue, c.concurrency, c.rate_limit, c.rate_window_ms, coalesce(c.paused, false) AS paused,
+       (SELECT count(*) FROM tidebase.runs WHERE queue = %(queue)s AND status = 'queued') AS queued,
+       (SELECT count(*) FROM tidebase.runs WHERE queue = %(queue)s AND status = 'running') AS running
+  FROM (SELECT 1) one LEFT JOIN tidebase.queue_config c ON c.queue = %(queue)s
+
+-- name: reconciler_try_lock
+-- Take the reconciler's session advisory lock if no other reconciler holds it.
+SELECT pg_try_advisory_lock(hashtext('tidebase.reconciler')) AS locked
+
+-- name: reconciler_unlock
+-- Release the reconciler's advisory lock.
+SELECT pg_advisory_unlock(hashtext('tidebase.reconciler')) AS unlocked
+
+-- name: recover_expired
+-- Requeue up to `limit` runs whose lease expired, recording a recovery for each.
+SELECT * FROM tidebase.recover_expired(%(actor)s, %(limit)s)
+
+-- name: cancel_overdue
+-- Cancel up to `limit` runs past their deadline (reason `deadline`).
+SELECT id FROM tidebase.cancel_overdue(%(actor)s, %(limit)s) AS id
+
+-- name: due_schedules
+-- Enabled schedules whose next fire time has come (index schedules_due).
+SELECT name, cron, next_fire_at FROM tidebase.schedules
+ WHERE enabled AND next_fire_at <= tidebase.now()
+ ORDER BY next_fire_at
+ LIMIT %(limit)s
+
+-- name: db_now
+-- The database clock (tidebase.now(), which tests may pin).
+SELECT tidebase.now() AS now
+
+-- name: fire_schedule
+-- Fire one schedule once for a fire time: record missed fires, enqueue, move next_fire_at. NULL when already fired.
+SELECT tidebase.fire_schedule(%(name)s, %(fire_at)s, %(missed)s::timestamptz[], %(next)s, %(actor)s,
+                              %(lease_ms)s) AS run_id
+
+-- name: set_schedule
+-- Create or replace a schedule; next_fire_at is computed by the caller from the cron expression.
+INSERT INTO tidebase.schedules (name, cron, workflow, input, input_hash, queue, priority, max_attempts, enabled,
+                                next_fire_at)
+VALUES (%(name)s, %(cron)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, %(queue)s, %(priority)s,
+        %(max_attempts)s, %(enabled)s, %(next_fire_at)s)
+ON CONFLICT (name) DO UPDATE
+   SET cron = excluded.cron, workflow = excluded.workflow, input = excluded.input, input_hash = excluded.input_hash,
+       queue = excluded.queue, priority = excluded.priority, max_attempts = excluded.max_attempts,
+       enabled = excluded.enabled, next_fire_at = excluded.next_fire_at, updated_at = tidebase.now()
+RETURNING *
+
+-- name: get_schedule
+-- One schedule.
+SELECT * FROM tidebase.schedules WHERE name = %(name)s
+
+-- name: list_schedules
+-- Every schedule, by name.
+SELECT * FROM tidebase.schedules ORDER BY name
+
+-- name: delete_schedule
+-- Remove a schedule (and its fire history).
+DELETE FROM tidebase.schedules WHERE name = %(name)s RETURNING name
+
+-- name: schedule_fires
+-- A schedule's fire history, newest first (enqueued and missed fire times).
+SELECT * FROM tidebase.schedule_fires WHERE schedule = %(name)s ORDER BY fire_at DESC LIMIT %(limit)s
+
+-- name: recoveries_of_run
+-- Every recovery attempt of a run, oldest first.
+SELECT * FROM tidebase.recoveries WHERE run_id = %(run_id)s ORDER BY detected_at, id
+
+-- name: recover_run
+-- Operator recovery of a failed, pending or manual-review run: back to its queue now, with a recorded recovery.
+WITH r AS (
+    SELECT * FROM tidebase.runs WHERE id = %(run_id)s FOR UPDATE
+), u AS (
+    UPDATE tidebase.runs t
+       SET status = 'queued', queue = coalesce(t.queue, %(queue)s), available_at = tidebase.now(), failures = 0,
+           event_seq = t.event_seq + 1, updated_at = tidebase.now(), lease_owner = NULL, lease_expires_at = NULL
+      FROM r
+     WHERE t.id = r.id AND r.status IN ('failed', 'pending', 'waiting')
+    RETURNING t.*
+), rec AS (
+    INSERT INTO tidebase.recoveries (run_id, id, reason, detected_by, previous_owner, previous_token)
+    SELECT u.id, tidebase.new_id('rec_'), 'operator', %(actor)s, r.lease_owner, r.fencing_token FROM u, r
+    RETURNING id
+), e AS (
+    INSERT INTO tidebase.events (run_id, seq, type, payload)
+    SELECT u.id, u.event_seq, 'run.recovering',
+           jsonb_build_object('recoveryId', rec.id, 'reason', 'operator', 'actor', %(actor)s::text,
+                              'previousStatus', r.status)
+      FROM u, r, rec
+)
+SELECT r.status AS previous_status, (SELECT id FROM u) AS requeued, pg_notify('tidebase_queues', coalesce(
+       (SELECT queue FROM u), ''))
+  FROM r
+
+-- name: claim_deliveries
+-- Claim up to `limit` due webhook deliveries, held for `hold_ms` while this dispatcher delivers them.
+SELECT * FROM tidebase.claim_deliveries(%(limit)s, %(hold_ms)s)
+
+-- name: record_delivery
+-- Record one delivery attempt and its outcome (delivered, retried later, or dead).
+SELECT tidebase.record_delivery(%(id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s,
+                                %(ok)s, %(backoff_ms)s)
+
+-- name: deliveries_of_run
+-- A run's webhook deliveries with their attempts.
+SELECT o.*, coalesce((SELECT jsonb_agg(to_jsonb(a) ORDER BY a.attempt) FROM tidebase.outbox_attempts a
+                       WHERE a.outbox_id = o.id), '[]') AS attempt_log
+  FROM tidebase.outbox o WHERE o.run_id = %(run_id)s ORDER BY o.id

@@ -1,0 +1,177 @@
+"""Webhooks: delivery from the durable outbox, HMAC signing and verification, and a recovery handler.
+
+A delivery row is written by the transaction that appends the event it reports (deferred trigger `runs_webhooks`,
+see migrations/0004_queues.sql), so a webhook exists if and only if its event committed. The `Dispatcher` delivers them
+after commit from its own thread and connection: it claims due rows with SKIP LOCKED (pushing each a hold time into
+the future, so a dispatcher that dies mid-delivery leaves it to be retried), POSTs each body on a small thread pool
+with a bounded timeout, and records every attempt, win or lose, with exponential backoff up to the row's max
+attempts. A slow or dead endpoint therefore only ever occupies one delivery thread: it never blocks a writer, the
+reconciler, or other deliveries.
+
+Bodies are signed with HMAC-SHA256 over the exact bytes sent: header `x-tidebase-signature: sha256=<hex>`.
+Receivers check it with `verify_webhook_signature(body, header, secret)`. `handle_recovery_webhook` is a small,
+framework-agnostic handler (bytes and a header in, a status and a JSON-able body out) that resumes the run named by a
+recovery webhook. This module is deliberately not async: deliveries run in threads in both APIs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from .errors import NotFound, TidebaseError
+from .sql import load_queries
+
+if TYPE_CHECKING:
+    from .engine import Tidebase
+
+logger = logging.getLogger("tidebase.webhooks")
+
+SIGNATURE_HEADER = "x-tidebase-signature"
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The signature header value for `body`: `sha256=<hex HMAC-SHA256 of the exact body bytes>`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_webhook_signature(body: bytes, header: str | None, secret: str) -> bool:
+    """True when `header` (the x-tidebase-signature value) signs exactly `body` with `secret`. Constant-time."""
+    if not header or not header.startswith("sha256="):
+        return False
+    return hmac.compare_digest(sign(body, secret), header.strip())
+
+
+class Dispatcher:
+    """Delivers due outbox rows from a daemon thread with its own connection. `start()`, `wake()`, `stop()`."""
+
+    def __init__(self, conninfo: str, *, timeout: float = 5.0, poll_interval: float = 1.0, batch: int = 32,
+                 threads: int = 8, backoff: float = 1.0) -> None:
+        self.conninfo = conninfo
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self.batch = batch
+        self.backoff = backoff
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tidebase-webhook")
+        self._busy = threading.Semaphore(threads)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._queries = load_queries()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="tidebase-dispatcher", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stops claiming; deliveries in flight finish (each bounded by the timeout) in the background."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._pool.shutdown(wait=False)
+
+    def deliver_once(self, conn: psycopg.Connection[Any]) -> int:
+        """Claims due deliveries (as many as there are free delivery threads) and hands them to the pool."""
+        free = 0
+        while free < self.batch and self._busy.acquire(blocking=False):
+            free += 1
+        if free == 0:
+            return 0
+        hold_ms = int((self.timeout + 30) * 1000)
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(self._queries["claim_deliveries"], {"limit": free, "hold_ms": hold_ms})
+            rows = cur.fetchall()
+        for _ in range(free - len(rows)):
+            self._busy.release()
+        for row in rows:
+            self._pool.submit(self._deliver, row)
+        return len(rows)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True, application_name="tidebase-dispatcher") as conn:
+                    while not self._stopping.is_set():
+                        if self.deliver_once(conn) == 0:
+                            self._wake.wait(self.poll_interval)
+                            self._wake.clear()
+            except psycopg.Error as exc:
+                logger.warning("webhook dispatcher: %s; reconnecting", exc)
+                self._stopping.wait(self.poll_interval)
+
+    def _deliver(self, row: dict[str, Any]) -> None:
+        try:
+            body = row["body"].encode()
+            headers = {"content-type": "application/json", "user-agent": "tidebase-webhooks",
+                       "x-tidebase-delivery": str(row["id"]), "x-tidebase-event": row["event_type"]}
+            if row["secret"]:
+                headers[SIGNATURE_HEADER] = sign(body, row["secret"])
+            started = datetime.now(UTC)
+            t0 = time.monotonic()
+            status: int | None = None
+            error: str | None = None
+            try:
+                request = urllib.request.Request(row["url"], data=body, headers=headers,  # noqa: S310 - http(s) only
+                                                 method="POST")
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only
+                    status = response.status
+            except urllib.error.HTTPError as exc:
+                status, error = exc.code, f"HTTP {exc.code}"
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded as a failed attempt
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+            ok = status is not None and 200 <= status < 300
+            duration = int((time.monotonic() - t0) * 1000)
+            with psycopg.connect(self.conninfo, autocommit=True, application_name="tidebase-dispatcher") as conn:
+                conn.execute(self._queries["record_delivery"], {
+                    "id": row["id"], "attempt": row["attempts"], "started_at": started, "duration_ms": duration,
+                    "status_code": status, "error": error, "ok": ok, "backoff_ms": int(self.backoff * 1000),
+                })
+        except Exception:
+            logger.exception("webhook delivery %s could not be recorded; it will be retried", row["id"])
+        finally:
+            self._busy.release()
+            self._wake.set()
+
+
+def handle_recovery_webhook(tide: Tidebase, body: bytes, signature: str | None, secret: str) -> tuple[int, Any]:
+    """Resumes the run named by a recovery webhook, in the caller's thread; for any web framework.
+
+    Returns (HTTP status, JSON-able body): 401 for a bad signature, 400 for a body that names no run, 404 when the run
+    or its workflow (registered with `@tide.workflow`) is unknown here, 200 with the run's result once it completed,
+    409 when the run could not be resumed now (another worker holds it, it is cancelled, ...).
+    """
+    if not verify_webhook_signature(body, signature, secret):
+        return 401, {"error": "bad signature"}
+    try:
+        message = json.loads(body)
+        run_id = message["runId"]
+    except (ValueError, KeyError, TypeError):
+        return 400, {"error": "the body names no run"}
+    try:
+        run = tide.runs.get(run_id)
+    except NotFound:
+        return 404, {"error": f"run {run_id!r} not found"}
+    workflow = tide.registry.get(run.workflow)
+    if workflow is None:
+        return 404, {"error": f"workflow {run.workflow!r} is not registered here"}
+    try:
+        result = tide.run(run.workflow, workflow, run_id=run_id)
+    except TidebaseError as exc:
+        return 409, {"error": str(exc), "runId": run_id}
+    return 200, {"runId": run_id, "result": result}

@@ -1,0 +1,53 @@
+"""Pure logic of `tidebase.wire_async`: the resume contract of wire §7.6, and the retry of serialization failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from psycopg import errors as pg_errors
+
+from tidebase.errors import DatabaseError, DatabaseUnavailable
+from tidebase.wire_async import AsyncWire, resume_contract
+
+
+@pytest.mark.parametrize(("options", "effects", "replay"), [
+    ({}, [], "auto"),
+    ({"sideEffects": ["read"]}, ["read"], "auto"),
+    ({"sideEffects": ["write", ""]}, ["write"], "manual"),
+    ({"sideEffects": ["write"], "idempotencyKey": "k"}, ["write"], "auto"),
+    ({"sideEffect": "email"}, ["email"], "manual"),
+    ({"sideEffect": "none"}, [], "auto"),
+    ({"sideEffects": ["write"], "onAmbiguousFailure": "retry"}, ["write"], "auto"),
+    ({"onAmbiguousFailure": "fail"}, [], "never"),
+    ({"replay": "never", "onAmbiguousFailure": "retry"}, [], "never"),
+])
+def test_resume_contract(options: dict[str, Any], effects: list[str], replay: str) -> None:
+    c = resume_contract(options)
+    assert (c["sideEffects"], c["replay"]) == (effects, replay)
+    assert c["credentials"] == [] and c["checkpointInvariant"] is None
+
+
+class FlakyDb:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def fetchall(self, name: str, params: Any, **context: Any) -> list[dict[str, Any]]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            try:
+                raise pg_errors.DeadlockDetected("deadlock detected")
+            except pg_errors.DeadlockDetected as cause:
+                raise DatabaseError("database error (40P01)") from cause
+        return [{"id": "r", "status": "pending"}]
+
+
+async def test_deadlocks_are_retried_then_reported_unavailable() -> None:
+    db = FlakyDb(failures=2)
+    assert (await AsyncWire(db).require_run("r"))["id"] == "r"  # type: ignore[arg-type]
+    assert db.calls == 3
+    db = FlakyDb(failures=3)
+    with pytest.raises(DatabaseUnavailable):
+        await AsyncWire(db).require_run("r")  # type: ignore[arg-type]
+    assert db.calls == 3
