@@ -67,12 +67,14 @@ class AsyncDatabase:
         When one raises, the later ones are not executed and the error is raised (translated).
         """
         with translated(**context):
-            async with self.pool.connection() as conn, conn.pipeline():
+            async with self.pool.connection() as conn:
                 cursors = []
-                for name, params in calls:
-                    cur = conn.cursor(row_factory=dict_row)
-                    await cur.execute(self.queries[name], params)
-                    cursors.append(cur)
+                async with conn.pipeline():
+                    for name, params in calls:
+                        cur = conn.cursor(row_factory=dict_row)
+                        await cur.execute(self.queries[name], params)
+                        cursors.append(cur)
+                # Reading only after the block has synced: fetching inside it would add a flush round trip.
                 return [await cur.fetchall() for cur in cursors]
 
     async def snapshot(self, calls: Sequence[tuple[str, Params]], **context: Any) -> list[list[Row]]:

@@ -67,6 +67,7 @@ class AsyncReconciler:
         queries = self._tide._require_db().queries
         result = TickResult(active=True)
         params = {"actor": self.actor, "limit": self.batch}
+        await _all(conn, queries["prune_listeners"], {})
         for rec in await _all(conn, queries["recover_expired"], params):
             result.recovered.append(rec["run_id"])
             logger.info("run %s: lease of %s expired; requeued (recovery %s)", rec["run_id"], rec["previous_owner"],

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from fix_probe import wait_until
 from server_proc import start_server, stop_server
 
+from fix_probe import wait_until
 from tidebase import Tidebase
 
 

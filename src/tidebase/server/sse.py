@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 
 import psycopg
 
+from tidebase.sql import load_queries
 from tidebase.wire_async import AsyncWire
 
 from . import render
@@ -28,7 +29,6 @@ from . import render
 log = logging.getLogger("tidebase.server")
 POLL_S = 5.0
 PAGE = 500
-CHANNEL = "tidebase_events"
 
 
 class Tail:
@@ -114,14 +114,19 @@ class Doorbell:
                 async with await psycopg.AsyncConnection.connect(
                     self.dsn, autocommit=True, application_name="tidebase-doorbell"
                 ) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    # registers this session first, so writers start ringing (tidebase.ring), then LISTENs
+                    await conn.execute(load_queries()["listen_events"])
                     self.connected.set()
                     self.ring_all()  # anything missed while reconnecting
                     delay = 0.1
-                    while True:
-                        async for note in conn.notifies(timeout=self.keepalive_s):
-                            self.ring(note.payload)
-                        await conn.execute("SELECT 1")
+                    try:
+                        while True:
+                            async for note in conn.notifies(timeout=self.keepalive_s):
+                                self.ring(note.payload)
+                            await conn.execute("SELECT 1")
+                    finally:  # stop ringing for us (a session that dies instead is pruned by the reconciler)
+                        with contextlib.suppress(Exception):
+                            await conn.execute(load_queries()["unlisten_events"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure of the doorbell means: reconnect, streams poll

@@ -54,7 +54,7 @@ WITH n AS MATERIALIZED (
       FROM f, s, n
 )
 SELECT coalesce(s.id, tidebase.step_conflict(%(run_id)s, %(key)s, %(input_hash)s)) AS step_id,
-       pg_notify('tidebase_events', %(run_id)s)
+       tidebase.ring(%(run_id)s)
   FROM f LEFT JOIN s ON true
 
 -- name: refuse
@@ -291,3 +291,17 @@ SELECT v.* FROM tidebase.state_versions v
   JOIN tidebase.steps s ON s.run_id = v.run_id AND s.key = %(step_key)s AND s.status = 'completed'
  WHERE v.run_id = %(run_id)s AND v.stream = %(stream)s AND v.created_at <= s.completed_at
  ORDER BY v.version DESC LIMIT 1
+
+-- name: listen_events
+-- Register this session as a listener of the event doorbell, then LISTEN (in this order: see tidebase.ring).
+SELECT tidebase.register_listener('tidebase_events');
+LISTEN tidebase_events
+
+-- name: unlisten_events
+-- Stop listening and unregister.
+UNLISTEN tidebase_events;
+SELECT tidebase.unregister_listener()
+
+-- name: prune_listeners
+-- Forget doorbell listeners whose sessions ended, so writers stop notifying for them.
+DELETE FROM tidebase.listeners WHERE pid NOT IN (SELECT pid FROM pg_stat_activity) RETURNING pid

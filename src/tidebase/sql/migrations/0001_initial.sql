@@ -15,8 +15,8 @@
 --
 -- *Events* are the per-run log: `seq` is taken from the run row's counter while the row is locked by the writing
 -- transaction, so writers of one run serialize, each transaction's events commit in seq order, and the log is
--- gap-free. Each appending transaction sends a NOTIFY on channel `tidebase_events` with the run id; Postgres delivers
--- it only when that transaction commits.
+-- gap-free. Each appending transaction sends a NOTIFY on channel `tidebase_events` with the run id (while anyone
+-- listens, see tidebase.ring); Postgres delivers it only when that transaction commits.
 --
 -- *State* is a set of named streams per run; each write stores a new gap-free version (value, and the patch for a
 -- merge) and moves the stream's current value, under the stream row's lock, in the writer's transaction.
@@ -147,6 +147,34 @@ CREATE TABLE tidebase.state_versions (
 
 CREATE INDEX state_versions_labeled ON tidebase.state_versions (run_id, label) WHERE label IS NOT NULL;
 
+-- The doorbell. Event writers notify channel `tidebase_events` (payload: the run id) only while some session listens
+-- for it: a NOTIFY makes its transaction take a cluster-wide lock until its commit is flushed, which would serialize
+-- every concurrent writer's commit for nobody's benefit. A listener registers its backend in tidebase.listeners before
+-- it LISTENs (and must re-read the events table after that, as the table is the source of truth); rows of sessions
+-- that ended are pruned at every registration.
+CREATE TABLE tidebase.listeners (
+    pid                 integer PRIMARY KEY,
+    channel             text NOT NULL,
+    since               timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE FUNCTION tidebase.ring(p_run_id text) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_notify('tidebase_events', p_run_id) WHERE EXISTS (SELECT 1 FROM tidebase.listeners)
+$$;
+
+CREATE FUNCTION tidebase.register_listener(p_channel text) RETURNS void
+LANGUAGE sql AS $$
+    DELETE FROM tidebase.listeners WHERE pid NOT IN (SELECT pid FROM pg_stat_activity);
+    INSERT INTO tidebase.listeners (pid, channel) VALUES (pg_backend_pid(), p_channel)
+    ON CONFLICT (pid) DO UPDATE SET channel = excluded.channel, since = now();
+$$;
+
+CREATE FUNCTION tidebase.unregister_listener() RETURNS void
+LANGUAGE sql AS $$
+    DELETE FROM tidebase.listeners WHERE pid = pg_backend_pid();
+$$;
+
 -- ---------------------------------------------------------------------------------------------------------------
 -- Refusals. Called only on the unhappy path, after a fenced statement matched no row: it reads the run and raises the
 -- error that explains why, so the hot path stays a single conditional statement. A superseded token is reported as
@@ -201,7 +229,7 @@ BEGIN
         PERFORM tidebase.refuse(p_run_id, p_token);
     END IF;
     IF p_events > 0 THEN
-        PERFORM pg_notify('tidebase_events', p_run_id);
+        PERFORM tidebase.ring(p_run_id);
     END IF;
     RETURN v_seq - p_events + 1;
 END
@@ -228,7 +256,7 @@ BEGIN
     IF FOUND THEN
         INSERT INTO tidebase.events (run_id, seq, type, payload)
         VALUES (p_id, 1, 'run.created', jsonb_build_object('workflowName', p_workflow, 'input', r.input));
-        PERFORM pg_notify('tidebase_events', p_id);
+        PERFORM tidebase.ring(p_id);
         RETURN NEXT r;
         RETURN;
     END IF;
@@ -279,7 +307,7 @@ BEGIN
     INSERT INTO tidebase.events (run_id, seq, type, payload)
     VALUES (p_id, r.event_seq, 'run.started',
             jsonb_build_object('leaseOwner', p_owner, 'attempt', r.attempt, 'fencingToken', r.fencing_token));
-    PERFORM pg_notify('tidebase_events', p_id);
+    PERFORM tidebase.ring(p_id);
     RETURN NEXT r;
 END
 $$;
@@ -370,7 +398,7 @@ BEGIN
     RETURNING * INTO r;
     INSERT INTO tidebase.events (run_id, seq, type, payload)
     VALUES (p_id, r.event_seq, 'run.cancelled', jsonb_build_object('reason', p_reason, 'actor', p_actor));
-    PERFORM pg_notify('tidebase_events', p_id);
+    PERFORM tidebase.ring(p_id);
     RETURN NEXT r;
 END
 $$;

@@ -86,7 +86,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'run % not found', p_run_id USING ERRCODE = 'TB001';
     END IF;
-    PERFORM pg_notify('tidebase_events', p_run_id);
+    PERFORM tidebase.ring(p_run_id);
     RETURN v_seq - p_events + 1;
 END
 $$;

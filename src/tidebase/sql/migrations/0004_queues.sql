@@ -231,7 +231,7 @@ BEGIN
             VALUES (p_id, 1, 'run.created',
                     jsonb_build_object('workflowName', p_workflow, 'input', run.input, 'queue', p_queue,
                                        'availableAt', run.available_at, 'dedupeKey', p_dedupe_key));
-            PERFORM pg_notify('tidebase_events', p_id);
+            PERFORM tidebase.ring(p_id);
             PERFORM pg_notify('tidebase_queues', p_queue);
             created := true;
             RETURN;
@@ -307,7 +307,7 @@ BEGIN
             VALUES (r.id, r.event_seq, 'run.started',
                     jsonb_build_object('leaseOwner', p_owner, 'attempt', r.attempt, 'fencingToken', r.fencing_token,
                                        'queue', q));
-            PERFORM pg_notify('tidebase_events', r.id);
+            PERFORM tidebase.ring(r.id);
             UPDATE tidebase.recoveries
                SET outcome = 'resumed', resumed_by = p_owner, resumed_at = v_now, resumed_token = r.fencing_token
              WHERE run_id = r.id AND outcome = 'requeued';
@@ -431,7 +431,7 @@ BEGIN
     RETURNING * INTO r;
     INSERT INTO tidebase.events (run_id, seq, type, payload)
     VALUES (p_id, r.event_seq, 'run.cancelled', jsonb_build_object('reason', p_reason, 'actor', p_actor));
-    PERFORM pg_notify('tidebase_events', p_id);
+    PERFORM tidebase.ring(p_id);
     UPDATE tidebase.recoveries SET outcome = 'cancelled' WHERE run_id = p_id AND outcome = 'requeued';
     FOR g IN
         UPDATE tidebase.gates
@@ -540,7 +540,7 @@ BEGIN
                 jsonb_build_object('recoveryId', v.id, 'reason', 'lease_expired', 'previousOwner', r.lease_owner,
                                    'previousToken', r.fencing_token, 'interruptedSteps', v_steps,
                                    'detectedBy', p_actor));
-        PERFORM pg_notify('tidebase_events', r.id);
+        PERFORM tidebase.ring(r.id);
         PERFORM pg_notify('tidebase_queues', r.queue);
         RETURN NEXT v;
     END LOOP;
