@@ -19,13 +19,14 @@ Waiting has two modes:
   RunSuspended is raised. Invoking the run again with the same id replays its steps and returns the recorded decision
   at the gate (or waits again while it is still pending).
 
-The resolve token (128 random bits) is returned once, on the Gate of the call that created the gate; only its
-SHA-256 is stored, and a presented token is compared in constant time. Resolving without a token is an operator
+The resolve token (128 random bits) is returned once, on the Gate of the call that created the gate, and in that
+gate's gate.created webhook deliveries (its own channels and the run's webhooks); only its SHA-256 is stored in the
+gates table, and a presented token is compared in constant time. Resolving without a token is an operator
 action: authorising operators is the caller's business (the server's API key), not this module's.
 
-Deliberately not here: delivering gate events to channels (webhooks), capabilities, and any server-side expiry of a
-gate (a timeout only suspends the waiting run; the gate stays pending). Cancelling a run does not resolve its gates;
-a waiter sees the run cancelled and raises RunCancelled.
+Deliberately not here: capabilities, and any server-side expiry of a gate (a timeout only suspends the waiting run;
+the gate stays pending). Cancelling a run marks its pending gates `canceled`; a waiter sees the run cancelled and
+raises RunCancelled.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from . import _serde
 from ._base import check_name
 from ._translate import translated
 from .errors import Forbidden, InvalidArgument, NotFound, RunCancelled, RunSuspended, TidebaseError
+from .queues import webhooks_param
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -152,11 +154,15 @@ class RunGates:
     def __init__(self, run: RunContext) -> None:
         self._run = run
 
-    def begin(self, name: str, prompt: str = "", *, data: Any = None) -> Gate:
+    def begin(
+        self, name: str, prompt: str = "", *, data: Any = None, channels: list[dict[str, Any]] | None = None
+    ) -> Gate:
         """Creates gate `name` of this run (appending gate.created), or returns the existing gate unchanged (the
-        `prompt` and `data` given then are ignored, and nothing is written). Only the Gate of the creating call
-        carries the resolve `token`. Fenced by the run's lease: raises LeaseLost or RunCancelled when this worker may
-        no longer write, PayloadError for `data` that cannot be stored. Safe to retry: a gate is created once."""
+        `prompt`, `data` and `channels` given then are ignored, and nothing is written). Only the Gate of the
+        creating call carries the resolve `token`; the gate.created webhook deliveries (to `channels`, webhooks
+        `{"url", "secret"?, "events"?}` of this gate, and to the run's webhooks) carry it too, for approvers outside
+        the system. Fenced by the run's lease: raises LeaseLost or RunCancelled when this worker may no longer
+        write, PayloadError for `data` that cannot be stored. Safe to retry: a gate is created once."""
         run = self._run
         run._check_alive()
         check_name(name, "gate name")
@@ -167,7 +173,8 @@ class RunGates:
             "run_id": run.run_id, "token": run.token, "name": name, "gate_id": new_gate_id(), "prompt": prompt,
             "data": None if data is None else _serde.encode(data, tide.serializer, limit=tide.max_payload_bytes,
                                                             what="gate data", run_id=run.run_id),
-            "token_hash": _token_hash(resolve_token), "capability": None, "channels": "[]",
+            "token_hash": _token_hash(resolve_token), "capability": None,
+            "channels": webhooks_param(None, channels), "resolve_token": resolve_token,
         }
         row = run._write("begin_gate", params, None)
         assert row is not None  # begin_gate returns the gate or raises
@@ -184,7 +191,7 @@ class RunGates:
     def wait(
         self, name: str, prompt: str = "", *, data: Any = None,
         timeout: float | None = None,  # noqa: ASYNC109, RUF100 - the gate's wait budget, the same in the sync twin
-        suspend: bool = False,
+        suspend: bool = False, channels: list[dict[str, Any]] | None = None,
     ) -> GateDecision:
         """Returns the decision of gate `name`, creating the gate (see `begin`) if this run has none yet.
 
@@ -197,7 +204,7 @@ class RunGates:
         if timeout is not None and timeout < 0:
             raise InvalidArgument("timeout must be >= 0 seconds, or None to wait without limit")
         run = self._run
-        gate = self.begin(name, prompt, data=data)
+        gate = self.begin(name, prompt, data=data, channels=channels)
         if not gate.pending:
             return _decision_of(gate)
         if not suspend:

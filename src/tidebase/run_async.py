@@ -220,10 +220,11 @@ class AsyncRunContext:
     # -- gates and children ----------------------------------------------------------------------------------------
 
     async def gate(
-        self, name: str, prompt: str = "", *, data: Any = None, timeout: float | None = None, suspend: bool = False
+        self, name: str, prompt: str = "", *, data: Any = None, timeout: float | None = None, suspend: bool = False,
+        channels: list[dict[str, Any]] | None = None,
     ) -> GateDecision:
         """Waits for the human decision of gate `name`, created once per run; see `run.gates.wait`."""
-        return await self.gates.wait(name, prompt, data=data, timeout=timeout, suspend=suspend)
+        return await self.gates.wait(name, prompt, data=data, timeout=timeout, suspend=suspend, channels=channels)
 
     async def child(
         self, workflow_name: str, workflow: Callable[..., Any], *, name: str, input: Any = None

@@ -337,7 +337,8 @@ class AsyncWire:
         row = await self._one("begin_gate", {
             "run_id": run_id, "token": None, "name": name, "gate_id": "gate_" + secrets.token_hex(16),
             "prompt": prompt, "data": dumps({} if data is None else data), "token_hash": token_hash(token),
-            "capability": None if capability is None else dumps(capability), "channels": dumps(channels)})
+            "capability": None if capability is None else dumps(capability), "channels": dumps(channels),
+            "resolve_token": token})
         created = bool(row.pop("created"))
         return row, created, token if created else None
 

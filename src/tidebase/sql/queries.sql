@@ -192,10 +192,11 @@ SELECT set_config('lock_timeout', %(timeout)s, false)
 SET TRANSACTION ISOLATION LEVEL REPEATABLE READ
 
 -- name: begin_gate
--- Open the gate (run, name) once, or return the existing one; `created` says which.
+-- Open the gate (run, name) once, or return the existing one; `created` says which. A creation queues the
+-- gate.created deliveries that carry the resolve token.
 SELECT (b.gate).*, b.created
-  FROM tidebase.begin_gate(%(run_id)s, %(token)s, %(name)s, %(gate_id)s, %(prompt)s, %(data)s::jsonb,
-                           %(token_hash)s, %(capability)s::jsonb, %(channels)s::jsonb) AS b
+  FROM tidebase.begin_gate_v2(%(run_id)s, %(token)s, %(name)s, %(gate_id)s, %(prompt)s, %(data)s::jsonb,
+                              %(token_hash)s, %(capability)s::jsonb, %(channels)s::jsonb, %(resolve_token)s) AS b
 
 -- name: resolve_gate
 -- Resolve a pending gate exactly once; TB012 (with the winning decision) for every later resolver.

@@ -143,7 +143,8 @@ CREATE TABLE tidebase.outbox_attempts (
 );
 
 -- Queues the webhook deliveries that event p_type of run r matches: the run's `webhooks` entries whose `events`
--- filter names the type (or a `prefix.*`), and for recovery events the entries of kind `recovery`. Called inside the
+-- filter names the type (or a `prefix.*`; a missing or empty filter matches every type), and for recovery events
+-- the entries of kind `recovery`. Called inside the
 -- transaction that appends the event, so a delivery exists if and only if the event committed.
 CREATE FUNCTION tidebase.queue_webhooks(p_run_id text, p_hooks jsonb, p_type text, p_payload jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -158,7 +159,7 @@ BEGIN
         v_kind := coalesce(h ->> 'kind', 'channel');
         IF (v_kind = 'recovery' AND p_type IN ('run.recovering', 'run.failed'))
            OR (v_kind = 'channel' AND EXISTS (
-                   SELECT 1 FROM jsonb_array_elements_text(coalesce(h -> 'events', '["*"]')) f
+                   SELECT 1 FROM jsonb_array_elements_text(coalesce(nullif(h -> 'events', '[]'), '["*"]')) f
                     WHERE f = '*' OR f = p_type OR (f LIKE '%.*' AND p_type LIKE left(f, -1) || '%'))) THEN
             INSERT INTO tidebase.outbox (run_id, kind, event_type, url, secret, body)
             VALUES (p_run_id, v_kind, p_type, h ->> 'url', h ->> 'secret',
