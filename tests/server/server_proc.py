@@ -13,10 +13,22 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psycopg
 
 HERE = Path(__file__).parent
 FLOWS = HERE / "sdk" / "flows.py"
 SDK_VERSION = "0.7.0"
+
+
+def expire_leases(dsn: str, run_id: str, *, steps: bool = True) -> None:
+    """Ends the run's lease (and its steps' leases) by the database clock, as if the holder had stalled past it:
+    deterministic, where waiting for the lease to run out would be a sleep."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE tidebase.runs SET lease_expires_at = tidebase.now() - interval '1 millisecond' "
+                     "WHERE id = %s AND lease_expires_at IS NOT NULL", (run_id,))
+        if steps:
+            conn.execute("UPDATE tidebase.steps SET lease_expires_at = tidebase.now() - interval '1 millisecond' "
+                         "WHERE run_id = %s AND lease_expires_at IS NOT NULL", (run_id,))
 
 
 def free_port() -> int:

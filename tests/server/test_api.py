@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from server_proc import expire_leases
 
 with warnings.catch_warnings():  # starlette's test client touches a deprecated anyio alias at import
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -19,7 +20,7 @@ from tidebase.server import Settings, create_app
 
 @pytest.fixture
 def client(dsn: str) -> Iterator[TestClient]:
-    app = create_app(Settings(dsn=dsn, lease_ms=400, max_body_bytes=1024))
+    app = create_app(Settings(dsn=dsn, lease_ms=60000, max_body_bytes=1024))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
@@ -73,14 +74,14 @@ def test_client_chosen_run_id(client: TestClient) -> None:
     assert client.post("/runs/wf", json={"runId": "-bad"}).status_code == 400
 
 
-def test_begin_lease_and_takeover(client: TestClient) -> None:  # items 5, 6, 7, 17
+def test_begin_lease_and_takeover(client: TestClient, dsn: str) -> None:  # items 5, 6, 7, 17
     run = new_run(client)
     w1 = begun(client, run["id"], "w1")
     r = client.post(f"/runs/{run['id']}/begin", headers={"x-tidebase-worker": "w2"})
     assert r.status_code == 409 and r.json()["code"] == "run_leased" and r.json()["leaseOwner"] == w1
     assert client.post(f"/runs/{run['id']}/heartbeat", json={"leaseOwner": "w1"}).status_code == 200
     assert client.post(f"/runs/{run['id']}/heartbeat", json={}).status_code == 400
-    time.sleep(0.5)
+    expire_leases(dsn, run["id"])
     assert client.post(f"/runs/{run['id']}/heartbeat", json={"leaseOwner": "w1"}).json()["code"] == "lease_lost"
     r = client.post(f"/runs/{run['id']}/begin", headers={"x-tidebase-worker": "w2"})
     assert r.status_code == 200 and r.json()["run"]["attempt"] == 2
@@ -117,25 +118,25 @@ def test_step_protocol(client: TestClient) -> None:  # items 8, 9, 10
         "step_not_found"
 
 
-def test_locked_then_interrupted(client: TestClient) -> None:  # item 11
+def test_locked_then_interrupted(client: TestClient, dsn: str) -> None:  # item 11
     run = new_run(client)
     begun(client, run["id"], "w1")
-    time.sleep(0.5)  # w1's run lease expires; w1 is still the holder
+    expire_leases(dsn, run["id"])  # w1's run lease expires; w1 is still the holder
     s = step(client, run["id"], "w1", options={"sideEffects": ["read"]}).json()
     assert s["action"] == "execute"
     begun(client, run["id"], "w2")  # take-over
     assert step(client, run["id"], "w2").json()["action"] == "locked"
     assert client.post(f"/runs/{run['id']}/steps/{s['step']['id']}/complete",
                        json={"leaseOwner": "w1"}).json()["code"] == "lease_lost"
-    time.sleep(0.5)
+    expire_leases(dsn, run["id"])  # w1's step lease runs out too: the step was interrupted
     assert step(client, run["id"], "w2").json()["action"] == "execute"  # replay auto: re-run
 
 
-def test_interrupted_write_is_parked_then_reviewed(client: TestClient) -> None:  # items 12, 13
+def test_interrupted_write_is_parked_then_reviewed(client: TestClient, dsn: str) -> None:  # items 12, 13
     run = new_run(client)
     begun(client, run["id"], "w1")
     s = step(client, run["id"], "w1", options={"sideEffects": ["email"]}).json()
-    time.sleep(0.5)
+    expire_leases(dsn, run["id"])
     begun(client, run["id"], "w2")
     parked = step(client, run["id"], "w2")
     assert parked.status_code == 409 and parked.json()["code"] == "step_needs_review"

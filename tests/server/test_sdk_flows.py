@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from server_proc import Server, spawn_sdk, start_server, stop_server, wait_for
+from server_proc import Server, expire_leases, spawn_sdk, start_server, stop_server, wait_for
 
 
 def test_sdk_is_the_upstream_package(sdk: Any, sdk_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_crash_then_resume_replays_completed_steps(sdk: Any, server: Server, tmp
     crashed = sdk("crash", run["id"], str(log), check=False)
     assert crashed == {"returncode": 3}
     assert log.read_text().split() == ["a", "b"]
-    time.sleep(1.7)  # the crashed worker's lease (1.5 s) expires
+    expire_leases(server.dsn, run["id"])  # the crashed worker's lease runs out
     out = sdk("resume", run["id"], str(log))
     assert out["result"] == {"a": 42, "b": "B", "c": "C"}
     assert log.read_text().split() == ["a", "b", "c"]  # a and b replayed, not re-executed
@@ -156,7 +156,7 @@ def test_library_resumes_an_http_run_and_the_sdk_resumes_a_library_run(
     run = sdk("create", "crashy", json.dumps({"n": 1}))
     log = tmp_path / "executed.log"
     assert sdk("crash", run["id"], str(log), check=False) == {"returncode": 3}
-    time.sleep(1.7)
+    expire_leases(server.dsn, run["id"])
     executed = []
 
     def wf(ctx: Any, input: Any) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from server_proc import Server, start_server, stop_server
+from server_proc import Server, start_server, stop_server, wait_for
 
 from tidebase.server.serve import RedactTokens
 
@@ -79,7 +79,9 @@ def test_doorbell_reconnects_after_its_connection_dies(server: Server) -> None:
             killed = admin.execute(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE {DOORBELL}"
                                    ).fetchone()
             assert killed == (1,)
-            time.sleep(1.0)  # the doorbell reconnects (backoff from 0.1 s)
+            reconnected = (f"SELECT count(*) FROM tidebase.listeners l JOIN pg_stat_activity a USING (pid) "
+                           f"WHERE {DOORBELL}")
+            wait_for(lambda: admin.execute(reconnected).fetchone() == (1,) or None)  # registered again
             t0 = time.monotonic()
             http.put(f"/runs/{run['id']}/state", json={"value": 1})
             assert data_lines(lines, 1)[0]["seq"] == 2
