@@ -174,7 +174,7 @@ class AsyncRunGates:
             "data": None if data is None else _serde.encode(data, tide.serializer, limit=tide.max_payload_bytes,
                                                             what="gate data", run_id=run.run_id),
             "token_hash": _token_hash(resolve_token), "capability": None,
-            "channels": webhooks_param(None, channels), "resolve_token": resolve_token,
+            "channels": webhooks_param(channels), "resolve_token": resolve_token,
         }
         row = await run._write("begin_gate", params, None)
         assert row is not None  # begin_gate returns the gate or raises

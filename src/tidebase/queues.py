@@ -10,6 +10,7 @@ module validates arguments, serialises and shapes results; it never decides whic
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -45,20 +46,30 @@ def _seconds_ms(value: float | timedelta | None, what: str) -> int | None:
     return int(seconds * 1000)
 
 
-def webhooks_param(recovery_webhook: Any, webhooks: list[dict[str, Any]] | None) -> str:
-    """The run's `webhooks` column: recovery webhook (a URL or {"url", "secret"}) plus channel entries
-    ({"url", "secret", "events": [...]})."""
+def check_url(url: Any, what: str = "webhook url") -> str:
+    """An absolute http(s) URL of at most 2048 characters; InvalidArgument otherwise."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2048 or " " in url:
+        raise InvalidArgument(f"{what} must be an absolute http(s) URL of at most 2048 characters, got {url!r}")
+    return url
+
+
+def webhooks_param(webhooks: list[dict[str, Any]] | None) -> str:
+    """The run's `webhooks` column: channel entries ({"url", "secret"?, "events": [...]}, empty events = every
+    type), each with a `chan_` id."""
     hooks: list[dict[str, Any]] = []
-    if recovery_webhook is not None:
-        hook = {"url": recovery_webhook} if isinstance(recovery_webhook, str) else dict(recovery_webhook)
-        hooks.append({**hook, "kind": "recovery"})
     for channel in webhooks or []:
-        hooks.append({"events": ["*"], **channel, "kind": "channel"})
-    for hook in hooks:
-        url = hook.get("url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise InvalidArgument(f"webhook url must be an http(s) URL, got {url!r}")
+        check_url(channel.get("url"))
+        hooks.append({"id": "chan_" + uuid.uuid4().hex, "events": ["*"], **channel, "kind": "channel"})
     return json.dumps(hooks)
+
+
+def recovery_param(recovery_webhook: Any) -> tuple[str | None, str | None]:
+    """(url, secret) of a recovery webhook given as a URL or as {"url", "secret"}."""
+    if recovery_webhook is None:
+        return None, None
+    hook = {"url": recovery_webhook} if isinstance(recovery_webhook, str) else dict(recovery_webhook)
+    secret = hook.get("secret")
+    return check_url(hook.get("url"), "recovery webhook url"), secret if isinstance(secret, str) else None
 
 
 def enqueue(
@@ -88,23 +99,19 @@ def enqueue(
     input_text = _serde.encode(input if input is not None else {}, enc, limit=tide.max_payload_bytes, what="input",
                                run_id=run_id)
     db = tide._open()
-    deadline_at: datetime | None
-    if deadline is None or isinstance(deadline, datetime):
-        deadline_at = deadline
-    else:
-        row = db.fetchone("db_now", {})
-        assert row is not None
-        seconds = deadline.total_seconds() if isinstance(deadline, timedelta) else float(deadline)
-        deadline_at = row["now"] + timedelta(seconds=seconds)
+    # a relative deadline is added to the database clock by the statement itself
+    deadline_at = deadline if isinstance(deadline, datetime) else None
+    deadline_ms = None if deadline is None or isinstance(deadline, datetime) else _seconds_ms(deadline, "deadline")
     params = {
         "run_id": run_id, "workflow": workflow, "input": input_text,
         "input_hash": _serde.canonical_hash(json.loads(input_text), enc),
         "metadata": _serde.encode(metadata or {}, enc, limit=tide.max_payload_bytes, what="metadata", run_id=run_id),
         "queue": queue, "priority": int(priority), "dedupe_key": dedupe_key,
-        "delay_ms": _seconds_ms(delay, "delay") or 0, "max_attempts": max_attempts,
-        "backoff_ms": _seconds_ms(retry_backoff, "retry_backoff"), "deadline": deadline_at,
-        "lease_ms": int(tide.lease_seconds * 1000), "webhooks": webhooks_param(recovery_webhook, webhooks),
+        "run_at": None, "delay_ms": _seconds_ms(delay, "delay") or 0, "max_attempts": max_attempts,
+        "backoff_ms": _seconds_ms(retry_backoff, "retry_backoff"), "deadline": deadline_at, "deadline_ms": deadline_ms,
+        "lease_ms": int(tide.lease_seconds * 1000), "webhooks": webhooks_param(webhooks),
     }
+    params["recovery_webhook"], params["recovery_secret"] = recovery_param(recovery_webhook)
     row = db.fetchone("enqueue_run", params, run_id=run_id)
     assert row is not None
     return Run.from_row(row)

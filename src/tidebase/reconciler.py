@@ -1,6 +1,9 @@
 # Generated from the async source by tools/async_to_sync.py: do not edit, edit the *_async.py file.
 """The reconciler: the periodic pass that makes crashed runs claimable again, enforces deadlines and fires schedules.
 
+Recovery webhooks for expired leases of runs off any queue, and push dispatch to queues with an invoke URL, are
+decided here too, as outbox rows.
+
 It runs inside every worker (and `tidebase serve`), but only one is active at a time: a tick first tries a session
 advisory lock and does nothing when another process holds it. Each transition is a short transaction in SQL (see
 migrations/0004_queues.sql) over a bounded batch found through a partial index, re-checked under the row lock, so a
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg.rows import dict_row
 
 from ._translate import translated
+from .cron import CronError
 from .schedules import plan_fires
 
 if TYPE_CHECKING:
@@ -38,6 +42,8 @@ class TickResult:
     cancelled: list[str] = field(default_factory=list)
     fired: list[str] = field(default_factory=list)
     missed: int = 0
+    webhooks: list[str] = field(default_factory=list)  # runs off any queue given a lease_expired recovery webhook
+    invoked: list[str] = field(default_factory=list)  # run.invoke webhooks queued by push dispatch
 
 
 class Reconciler:
@@ -72,12 +78,20 @@ class Reconciler:
             result.recovered.append(rec["run_id"])
             logger.info("run %s: lease of %s expired; requeued (recovery %s)", rec["run_id"], rec["previous_owner"],
                         rec["id"])
+        for row in _all(conn, queries["recover_expired_webhooks"], {"limit": self.batch}):
+            result.webhooks.append(row["id"])
         for row in _all(conn, queries["cancel_overdue"], params):
             result.cancelled.append(row["id"])
+        for row in _all(conn, queries["dispatch_push"], {"limit": self.batch}):
+            result.invoked.append(row["public_id"])
         now = (_one(conn, queries["db_now"], {}))["now"]
         lease_ms = int(self._tide.lease_seconds * 1000)
         for sched in _all(conn, queries["due_schedules"], {"limit": self.batch}):
-            missed, fire_at, next_at = plan_fires(sched["cron"], sched["next_fire_at"], now)
+            try:
+                missed, fire_at, next_at = plan_fires(sched["cron"], sched["next_fire_at"], now)
+            except CronError as exc:  # stored before the cron dialect was enforced: skipped, never fatal to a tick
+                logger.error("schedule %s: cannot fire cron %r: %s", sched["name"], sched["cron"], exc)
+                continue
             row = _one(conn, queries["fire_schedule"], {
                 "name": sched["name"], "fire_at": fire_at, "missed": missed, "next": next_at, "actor": self.actor,
                 "lease_ms": lease_ms,

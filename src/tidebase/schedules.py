@@ -1,10 +1,10 @@
 # Generated from the async source by tools/async_to_sync.py: do not edit, edit the *_async.py file.
 """Cron schedules: `tide.schedules.set("daily-digest", cron="0 9 * * *", workflow="digest", input=...)`.
 
-Expressions have five fields and are read in UTC, by croniter. The reconciler fires due schedules: each fire is a
-conditional update of the schedule's next fire time plus a run whose id is derived from (schedule, fire time), so a
-fire enqueues exactly once however many reconcilers tick at the same moment. Fire times that passed while no
-reconciler ran are recorded as `missed` in the fire history (and logged), not silently collapsed; only the latest
+Expressions are in the cron dialect of `tidebase.cron`: five fields, read in UTC. The reconciler fires due schedules:
+each fire is a conditional update of the schedule's next fire time plus a run whose id is derived from (schedule, fire
+time), so a fire enqueues exactly once however many reconcilers tick at the same moment. Fire times that passed while
+no reconciler ran are recorded as `missed` in the fire history (and logged), not silently collapsed; only the latest
 one is enqueued.
 """
 
@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from croniter import croniter
-
 from . import _serde
+from . import cron as _cron
 from ._base import check_name
 from .errors import InvalidArgument, NotFound
 
@@ -60,25 +59,32 @@ class Fire:
 
 
 def check_cron(cron: str) -> str:
-    """Validates a 5-field cron expression; InvalidArgument otherwise."""
-    if len(cron.split()) != 5 or not croniter.is_valid(cron):
-        raise InvalidArgument(f"invalid cron expression {cron!r}: five fields, read in UTC")
+    """Validates a cron expression (`tidebase.cron`: five fields, read in UTC) and checks that it fires within five
+    years of now; InvalidArgument otherwise, saying what is wrong."""
+    try:
+        _cron.validate(cron)
+    except _cron.CronError as exc:
+        raise InvalidArgument(f"invalid cron expression {cron!r}: {exc}") from None
     return cron
 
 
 def next_fire(cron: str, after: datetime) -> datetime:
-    """The first fire time of `cron` strictly after `after`, in UTC."""
-    value: datetime = croniter(cron, after.astimezone(UTC)).get_next(datetime)
-    return value
+    """The first fire time of `cron` strictly after `after` (aware), in UTC; InvalidArgument when `cron` is invalid
+    or has no fire within five years of `after`."""
+    try:
+        return _cron.parse(cron).next_after(after)
+    except _cron.CronError as exc:
+        raise InvalidArgument(f"invalid cron expression {cron!r}: {exc}") from None
 
 
 def plan_fires(cron: str, next_fire_at: datetime, now: datetime) -> tuple[list[datetime], datetime, datetime]:
     """For a schedule due at `next_fire_at` <= `now`: (missed fire times, the fire time to enqueue, the next fire
-    time after now). I/O-free."""
+    time after now). I/O-free. Raises CronError when `cron` is not valid in the `tidebase.cron` dialect or has no
+    fire within five years of a fire time."""
+    parsed = _cron.parse(cron)
     fires = [next_fire_at.astimezone(UTC)]
-    it = croniter(cron, fires[0])
     while True:
-        candidate: datetime = it.get_next(datetime)
+        candidate = parsed.next_after(fires[-1])
         if candidate > now:
             break
         fires.append(candidate)

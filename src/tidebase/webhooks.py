@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import logging
+import random
 import threading
 import time
 import urllib.error
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.rows import dict_row
 
+from ._version import __version__
 from .errors import NotFound, TidebaseError
 from .sql import load_queries
 
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tidebase.webhooks")
 
 SIGNATURE_HEADER = "x-tidebase-signature"
+USER_AGENT = f"tidebase-python/{__version__}"
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -57,9 +60,10 @@ def verify_webhook_signature(body: bytes, header: str | None, secret: str) -> bo
 class Dispatcher:
     """Delivers due outbox rows from a daemon thread with its own connection. `start()`, `wake()`, `stop()`."""
 
-    def __init__(self, conninfo: str, *, timeout: float = 5.0, poll_interval: float = 1.0, batch: int = 32,
-                 threads: int = 8, backoff: float = 1.0) -> None:
+    def __init__(self, conninfo: str, *, timeout: float = 10.0, poll_interval: float = 1.0, batch: int = 32,
+                 threads: int = 8, backoff: float = 1.0, recovery_secret: str | None = None) -> None:
         self.conninfo = conninfo
+        self.recovery_secret = recovery_secret
         self.timeout = timeout
         self.poll_interval = poll_interval
         self.batch = batch
@@ -118,35 +122,76 @@ class Dispatcher:
     def _deliver(self, row: dict[str, Any]) -> None:
         try:
             body = row["body"].encode()
-            headers = {"content-type": "application/json", "user-agent": "tidebase-webhooks",
-                       "x-tidebase-delivery": str(row["id"]), "x-tidebase-event": row["event_type"]}
-            if row["secret"]:
-                headers[SIGNATURE_HEADER] = sign(body, row["secret"])
+            headers = {"content-type": "application/json", "user-agent": USER_AGENT,
+                       "x-tidebase-delivery": row["public_id"], "x-tidebase-attempt": str(row["attempts"]),
+                       "x-tidebase-event": row["event_type"]}
+            secret = row["secret"] or (self.recovery_secret if row["kind"] == "recovery" else None)
+            if secret:
+                headers[SIGNATURE_HEADER] = sign(body, secret)
             started = datetime.now(UTC)
             t0 = time.monotonic()
-            status: int | None = None
-            error: str | None = None
-            try:
-                request = urllib.request.Request(row["url"], data=body, headers=headers,  # noqa: S310 - http(s) only
-                                                 method="POST")
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only
-                    status = response.status
-            except urllib.error.HTTPError as exc:
-                status, error = exc.code, f"HTTP {exc.code}"
-            except Exception as exc:  # noqa: BLE001 - every failure is recorded as a failed attempt
-                error = f"{type(exc).__name__}: {exc}"[:2000]
+            status, error, response, retry_after = self._post(row["url"], body, headers)
             ok = status is not None and 200 <= status < 300
+            retry = status is None or status in RETRY_STATUSES or status >= 500
+            wait = retry_delay(row["attempts"], retry_after, self.backoff)
             duration = int((time.monotonic() - t0) * 1000)
             with psycopg.connect(self.conninfo, autocommit=True, application_name="tidebase-dispatcher") as conn:
                 conn.execute(self._queries["record_delivery"], {
                     "id": row["id"], "attempt": row["attempts"], "started_at": started, "duration_ms": duration,
-                    "status_code": status, "error": error, "ok": ok, "backoff_ms": int(self.backoff * 1000),
+                    "status_code": status, "error": error, "ok": ok, "retry": retry,
+                    "retry_ms": int(wait * 1000), "response": response,
                 })
         except Exception:
             logger.exception("webhook delivery %s could not be recorded; it will be retried", row["id"])
         finally:
             self._busy.release()
             self._wake.set()
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str | None, str | None,
+                                                                            float | None]:
+        """One try: (HTTP status or None, error text, first 8000 characters of the answer, Retry-After seconds)."""
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - http(s)
+        try:
+            with _OPENER.open(request, timeout=self.timeout) as response:
+                return response.status, None, _text(response.read(MAX_RESPONSE_BYTES)), None
+        except urllib.error.HTTPError as exc:
+            return (exc.code, f"HTTP {exc.code}", _text(exc.read(MAX_RESPONSE_BYTES)),
+                    _retry_after(exc.headers.get("retry-after")))
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded as a failed try
+            return None, f"{type(exc).__name__}: {exc}"[:2000], None, None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are answers, not instructions: a 3xx is recorded as a permanent failure."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+MAX_RESPONSE_BYTES = 32000
+RETRY_STATUSES = frozenset({408, 425, 429})
+MAX_RETRY_WAIT = 600.0
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace").replace("\x00", "")[:8000]
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def retry_delay(tries: int, retry_after: float | None, base: float = 1.0) -> float:
+    """Seconds before the next try after `tries` failed ones: min(600, base * 2^(tries-1)) with +-20 % jitter, or
+    Retry-After when that is longer and still within the 600 s cap."""
+    wait: float = min(MAX_RETRY_WAIT, base * 2.0 ** max(tries - 1, 0)) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
+    if retry_after is not None and wait < retry_after <= MAX_RETRY_WAIT:
+        wait = retry_after
+    return wait
 
 
 def handle_recovery_webhook(tide: Tidebase, body: bytes, signature: str | None, secret: str) -> tuple[int, Any]:

@@ -67,6 +67,14 @@ class InvalidToken(Forbidden):
     """invalid resolve token"""
 
 
+class ScheduleNotFound(NotFound):
+    """schedule not found"""
+
+
+class NoRecoveryWebhook(Conflict):
+    """run has no recoveryWebhook configured"""
+
+
 _REFINED: dict[str, type[TidebaseError]] = {
     "TB001": RunNotFound, "TB008": StepNotFound, "TB010": StateNotFound, "TB011": GateNotFound,
     "TB014": StepCompleted, "TB015": StepNotInReview,
@@ -122,6 +130,21 @@ def resume_contract(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def webhooks_param(channels: list[dict[str, Any]] | None) -> str:
+    """The `webhooks` column for channel specs {type, url, secret?, events?} (validated by the caller). `events` is
+    kept as sent; an empty or absent list means every delivered type of wire §6.2, which `only` spells out for
+    tidebase.queue_webhooks."""
+    hooks = [{"id": "chan_" + secrets.token_hex(16), "kind": "channel", "type": "webhook", "url": c["url"],
+              "events": list(c.get("events") or []),
+              **({} if c.get("events") else {"only": list(DELIVERED_TYPES)}),
+              **({"secret": c["secret"]} if c.get("secret") else {})} for c in channels or []]
+    return dumps(hooks)
+
+
+DELIVERED_TYPES = ("run.completed", "run.failed", "run.cancelled", "step.failed", "state.updated", "usage.recorded",
+                   "gate.created", "gate.resolved")
+
+
 def _bigint(value: Any) -> Any:
     """An int parameter sent as int8 whatever its size (psycopg picks int2/int4/numeric by value otherwise)."""
     return None if value is None else Int8(value)
@@ -144,6 +167,8 @@ class RunDetail:
     gates: list[Row]
     usage: list[Row]
     events: list[Row]
+    recoveries: list[Row]
+    deliveries: list[Row]
 
 
 class AsyncWire:
@@ -184,11 +209,17 @@ class AsyncWire:
 
     # Runs ----------------------------------------------------------------------------------------------------------
 
-    async def create_run(self, run_id: str, workflow: str, input: Any, metadata: dict[str, Any]) -> tuple[Row, bool]:
+    async def create_run(
+        self, run_id: str, workflow: str, input: Any, metadata: dict[str, Any], *,
+        channels: list[dict[str, Any]] | None = None, recovery_webhook: str | None = None,
+    ) -> tuple[Row, bool]:
+        """Creates the run with its channels (webhook specs) and recovery webhook, or returns the existing one
+        unchanged (then channels and webhook are ignored); `created` says which."""
         value = {} if input is None else input
         row = await self._one("http_create_run", {
             "run_id": run_id, "workflow": workflow, "input": dumps(value), "input_hash": input_hash(value),
-            "metadata": dumps(metadata), "lease_ms": self.lease_ms})
+            "metadata": dumps(metadata), "lease_ms": self.lease_ms, "webhooks": webhooks_param(channels),
+            "recovery_webhook": recovery_webhook})
         created = bool(row.pop("created"))
         return row, created
 
@@ -206,7 +237,8 @@ class AsyncWire:
     async def detail(self, run_id: str) -> RunDetail:
         p = {"run_id": run_id}
         names = ["get_run", "get_steps", "http_state_streams", "http_state_versions", "edges_of_run",
-                 "http_child_runs", "http_gates_of_run", "http_usage_of_run", "http_all_events"]
+                 "http_child_runs", "http_gates_of_run", "http_usage_of_run", "http_all_events",
+                 "recoveries_webhooks_of_run", "channel_deliveries_of_run"]
         params: dict[str, Params] = {"http_state_versions": {**p, "stream": None, "labeled": False}}
         rows = await self._snapshot([(n, params.get(n, p)) for n in names])
         if not rows[0]:
@@ -229,9 +261,17 @@ class AsyncWire:
     async def cancel(self, run_id: str, reason: str | None, actor: str | None) -> Row:
         return await self._one("cancel_run", {"run_id": run_id, "reason": reason, "actor": actor})
 
+    async def recover(self, run_id: str, reason: str) -> Row:
+        """Schedules a manual run.resume webhook; returns its outbox row (the RecoveryAttempt)."""
+        rows = await self._all("request_recovery", {"run_id": run_id, "reason": reason})
+        if not rows:
+            raise NoRecoveryWebhook("run has no recoveryWebhook configured")
+        return rows[0]
+
     async def create_child(
         self, parent_id: str, edge_name: str, workflow: str, input: Any, edge_type: str,
-        edge_metadata: dict[str, Any], child_id: str, metadata: dict[str, Any],
+        edge_metadata: dict[str, Any], child_id: str, metadata: dict[str, Any], *,
+        channels: list[dict[str, Any]] | None = None, recovery_webhook: str | None = None,
     ) -> tuple[Row, Row, bool]:
         """Creates the child of (parent, edge name) once; returns (child run, edge, created)."""
         value = {} if input is None else input
@@ -239,7 +279,7 @@ class AsyncWire:
             "parent_id": parent_id, "edge_name": edge_name, "edge_type": edge_type,
             "edge_metadata": dumps(edge_metadata), "child_id": child_id, "workflow": workflow,
             "input": dumps(value), "input_hash": input_hash(value), "lease_ms": self.lease_ms,
-            "metadata": dumps(metadata)})
+            "metadata": dumps(metadata), "webhooks": webhooks_param(channels), "recovery_webhook": recovery_webhook})
         edge = row.pop("edge")
         edge["created_at"] = datetime.fromisoformat(edge["created_at"])
         created = bool(row.pop("created"))
@@ -365,6 +405,60 @@ class AsyncWire:
             if exc.decision == decision:
                 return await self.get_gate(run_id, gate_id)
             raise
+
+    # Queues and schedules -----------------------------------------------------------------------------------------
+
+    async def enqueue(
+        self, queue: str, workflow: str, input: Any, metadata: dict[str, Any], *, run_id: str,
+        channels: list[dict[str, Any]] | None, recovery_webhook: str | None, dedupe_key: str | None,
+        run_at: datetime | None, delay_ms: int, max_attempts: int, priority: int, deadline_ms: int | None,
+    ) -> tuple[Row, bool]:
+        """Queues a run, or returns the active run of (queue, dedupe key); (run, deduplicated)."""
+        value = {} if input is None else input
+        row = await self._one("enqueue_run", {
+            "run_id": run_id, "workflow": workflow, "input": dumps(value), "input_hash": input_hash(value),
+            "metadata": dumps(metadata), "queue": queue, "priority": priority, "dedupe_key": dedupe_key,
+            "run_at": run_at, "delay_ms": _bigint(delay_ms), "max_attempts": max_attempts, "backoff_ms": None,
+            "deadline": None, "deadline_ms": _bigint(deadline_ms), "lease_ms": self.lease_ms,
+            "webhooks": webhooks_param(channels), "recovery_webhook": recovery_webhook, "recovery_secret": None})
+        created = bool(row.pop("created"))
+        return row, not created
+
+    async def claim(self, queues: list[str], owner: str, limit: int) -> list[Row]:
+        return await self._all("http_claim", {"owner": owner, "queues": queues, "limit": limit,
+                                              "lease_ms": self.lease_ms})
+
+    async def queue_stats(self) -> list[Row]:
+        return await self._all("queue_stats", {})
+
+    async def configure_queue(self, queue: str, fields: dict[str, Any]) -> Row:
+        """Upserts the queue's config: a key absent from `fields` keeps its value, a key set to None clears it."""
+        return await self._one("http_configure_queue", {
+            "queue": queue, "concurrency": fields.get("concurrency"), "rate": fields.get("ratePerMinute"),
+            "invoke_url": fields.get("invokeUrl"), "set_concurrency": "concurrency" in fields,
+            "set_rate": "ratePerMinute" in fields, "set_invoke_url": "invokeUrl" in fields})
+
+    async def set_schedule(
+        self, name: str, cron: str, workflow: str, input: Any, queue: str, max_attempts: int, enabled: bool,
+        next_run_at: datetime,
+    ) -> Row:
+        value = {} if input is None else input
+        return await self._one("set_schedule", {
+            "name": name, "cron": cron, "workflow": workflow, "input": dumps(value), "input_hash": input_hash(value),
+            "queue": queue, "priority": 0, "max_attempts": max_attempts, "enabled": enabled,
+            "next_fire_at": next_run_at})
+
+    async def list_schedules(self) -> list[Row]:
+        return await self._all("list_schedules", {})
+
+    async def delete_schedule(self, name: str) -> None:
+        if not await self._all("delete_schedule", {"name": name}):
+            raise ScheduleNotFound(f"schedule {name!r} not found")
+
+    async def now(self) -> datetime:
+        """The database clock."""
+        value: datetime = (await self._one("db_now", {}))["now"]
+        return value
 
     # Events and health ---------------------------------------------------------------------------------------------
 

@@ -199,3 +199,29 @@ def test_events_arrive_from_another_server_process(server: Server) -> None:
                 assert time.monotonic() - t0 < 2.0  # the doorbell, not the 5 s poll
     finally:
         stop_server(other)
+
+
+def test_queue_enqueue_dedupe_config_and_pull_worker(sdk: Any, server: Server) -> None:  # item 26
+    out = sdk("queue")
+    assert out["deduplicated"] == [False, True] and out["same"]
+    assert out["config"]["config"] == {"name": "q1", "concurrency": 2, "ratePerMinute": 100, "invokeUrl": None}
+    # the SDK's work() executes a claimed run without calling begin: its steps run under the claim's lease
+    assert (out["status"], out["result"], out["attempt"]) == ("completed", 42, 1)
+    [q1] = [q for q in out["queues"] if q["name"] == "q1"]
+    assert (q1["queued"], q1["running"], q1["completed"]) == (0, 0, 1)
+    with server.client() as http:
+        run_id = http.get("/runs", params={"queue": "q1"}).json()["runs"][0]["id"]
+        types = [e["type"] for e in http.get(f"/runs/{run_id}").json()["events"]]
+    assert types == ["run.enqueued", "run.claimed", "step.started", "step.completed", "run.completed"]
+
+
+def test_schedules_set_list_delete(sdk: Any) -> None:  # item 27
+    out = sdk("schedules")
+    made = out["made"]
+    assert (made["name"], made["cron"], made["workflowName"], made["input"], made["maxAttempts"]) == (
+        "nightly", "0 3 * * *", "digest", {"x": 1}, 2)
+    assert made["nextRunAt"].endswith("T03:00:00.000Z") and made["lastEnqueuedAt"] is None
+    assert [s["name"] for s in out["listed"]] == ["nightly"]
+    assert out["deleted"] == {"deleted": "nightly"}
+    assert "schedule_not_found" in out["again"] and "404" in out["again"]
+    assert "invalid_request" in out["bad"] and "minute" in out["bad"]

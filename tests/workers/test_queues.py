@@ -144,9 +144,10 @@ def test_failures_retry_with_exponential_backoff_then_max_retries(dsn: str) -> N
     assert final.status == "failed" and final.failure_class == "max_retries"
     assert attempts == [1, 2, 3]
     events = tide.runs.events(run.id)
-    retries = [e for e in events if e.type == "run.retry_scheduled"]
-    assert [e.payload["failures"] for e in retries] == [1, 2]
-    starts = [e.created_at for e in events if e.type == "run.started"]
+    retries = [e for e in events if e.type == "run.requeued"]
+    assert [(e.payload["failures"], e.payload["attempt"], e.payload["maxAttempts"]) for e in retries] == [
+        (1, 1, 3), (2, 2, 3)]
+    starts = [e.created_at for e in events if e.type == "run.claimed"]
     gaps = [(starts[i + 1] - starts[i]).total_seconds() for i in range(2)]
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1  # 50 ms, then 100 ms
     tide.close()

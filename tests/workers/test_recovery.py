@@ -71,7 +71,9 @@ def test_sigkill_mid_step_resumes_on_another_worker(dsn: str, logtables: psycopg
     assert rec["previous_owner"].startswith("worker:") and rec["resumed_by"] != rec["previous_owner"]
     assert rec["resumed_token"] == rec["previous_token"] + 1
     types = [e.type for e in tide.runs.events(run.id)]
-    assert "run.recovering" in types and types[-1] == "run.completed"
+    requeued = [e.payload for e in tide.runs.events(run.id) if e.type == "run.requeued"]
+    assert [(p["reason"], p["recoveryId"]) for p in requeued] == [("lease_expired", rec["id"])]
+    assert types[-1] == "run.completed"
     tide.close()
 
 

@@ -15,8 +15,6 @@ import pytest
 
 from fix_probe import wait_until
 from tidebase import Tidebase
-from tidebase.reconciler import Reconciler
-from tidebase.sql import load_queries
 from tidebase.webhooks import Dispatcher, handle_recovery_webhook, sign, verify_webhook_signature
 from tidebase.worker import Worker
 
@@ -149,24 +147,33 @@ def test_a_hanging_endpoint_does_not_delay_other_runs(dsn: str, endpoint: Endpoi
 
 
 def test_recovery_webhook_and_handler_resume_the_run(dsn: str, endpoint: Endpoint) -> None:
-    """A run whose lease expired is requeued by the reconciler, which queues its signed recovery webhook; the
-    handler refuses a bad signature and, given the delivered body, resumes the run to completion."""
-    tide = Tidebase(dsn, lease_seconds=1)
-    tide.workflow("w")(lambda run, input: run.step("x", lambda: "resumed"))
+    """A run that fails for good with a recovery webhook gets one signed `run.resume` webhook (reason run_failed),
+    recorded with recovery.started and recovery.delivered; the handler refuses a bad signature and, given the
+    delivered body, resumes the run to completion."""
+    tide = Tidebase(dsn)
+    calls: list[int] = []
+
+    def flaky(run: Any, input: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first try fails")
+        return run.step("x", lambda: "resumed")
+
+    tide.workflow("w")(flaky)
     run = tide.enqueue("w", recovery_webhook={"url": endpoint.url + "/ok", "secret": "rk"})
-    q = load_queries()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(q["claim_runs"], {"owner": "ghost", "queues": ["default"], "workflows": None, "limit": 1,
-                                       "lease_ms": 1})
-        wait_until(lambda: conn.execute("SELECT lease_expires_at < tidebase.now() FROM tidebase.runs").fetchone()
-                   == (True,), "the ghost's lease to expire")
-    assert Reconciler(tide).tick().recovered == [run.id]
+    Worker(tide, poll_interval=0.01, reconcile=False, handle_signals=False, burst=True).run()
+    assert tide.runs.get(run.id).status == "failed"
     dispatcher = Dispatcher(tide._open().pool.conninfo, poll_interval=0.02)  # type: ignore[arg-type]
     dispatcher.start()
     wait_until(lambda: len(endpoint.received) == 1, "the recovery webhook")
+    wait_until(lambda: "recovery.delivered" in [e.type for e in tide.runs.events(run.id)], "its outcome recorded")
     dispatcher.stop()
     _, body, headers = endpoint.received[0]
-    assert json.loads(body)["type"] == "run.recovering" and json.loads(body)["kind"] == "recovery"
+    assert json.loads(body) == {"type": "run.resume", "runId": run.id, "workflowName": "w", "reason": "run_failed",
+                                "attempt": 1}
+    assert headers["x-tidebase-delivery"].startswith("rec_") and headers["x-tidebase-attempt"] == "1"
+    started = [e.payload for e in tide.runs.events(run.id) if e.type == "recovery.started"]
+    assert started == [{"recoveryAttemptId": headers["x-tidebase-delivery"], "reason": "run_failed"}]
     assert handle_recovery_webhook(tide, body, "sha256=00", "rk")[0] == 401
     assert handle_recovery_webhook(tide, b"{}", sign(b"{}", "rk"), "rk")[0] == 400
     status, answer = handle_recovery_webhook(tide, body, headers["x-tidebase-signature"], "rk")

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -28,7 +29,7 @@ from tidebase.errors import DatabaseError, TidebaseError
 from tidebase.migrate_async import ensure_schema
 from tidebase.wire_async import AsyncWire
 
-from . import openapi, render, routes_gates, routes_runs, routes_state, routes_steps, sse
+from . import openapi, render, routes_gates, routes_queues, routes_runs, routes_state, routes_steps, sse
 from .background import background
 from .common import Services, path, services
 from .errors import WITH_RUN, invalid, lookup
@@ -56,6 +57,9 @@ class Settings:
     pool_max: int = 20
     reconciler: bool = True
     reconcile_ms: int = 5000
+    webhook_secret: str | None = None
+    webhook_timeout_ms: int = 10000
+    max_auto_recoveries: int | None = None
 
     @classmethod
     def from_env(cls, port: int = 7373, dsn: str | None = None) -> Settings:
@@ -70,6 +74,10 @@ class Settings:
             pool_max=int(env.get("TIDEBASE_SERVER_POOL_MAX", "20")),
             reconciler=env.get("TIDEBASE_RECONCILER", "1") != "0",
             reconcile_ms=int(env.get("TIDEBASE_RECONCILE_MS", "5000")),
+            webhook_secret=env.get("TIDEBASE_WEBHOOK_SECRET") or None,
+            webhook_timeout_ms=int(env.get("TIDEBASE_WEBHOOK_TIMEOUT_MS", "10000")),
+            max_auto_recoveries=int(env["TIDEBASE_MAX_AUTO_RECOVERIES"])
+            if env.get("TIDEBASE_MAX_AUTO_RECOVERIES") else None,
         )
 
 
@@ -139,6 +147,9 @@ def create_app(settings: Settings | None = None) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = resolve_dsn(cfg.dsn)
+        if cfg.max_auto_recoveries is not None:  # read by tidebase.max_auto_recoveries() in every session
+            options = conninfo_to_dict(dsn).get("options") or ""
+            dsn = make_conninfo(dsn, options=f"{options} -c tidebase.max_auto_recoveries={cfg.max_auto_recoveries}")
         db = await AsyncDatabase.connect(dsn, min_size=1, max_size=cfg.pool_max)
         try:
             await ensure_schema(db.pool, auto_migrate=True)
@@ -148,7 +159,8 @@ def create_app(settings: Settings | None = None) -> Any:
                                           cfg.keepalive_ms / 1000)
             try:
                 async with background(dsn, db.pool, enabled=cfg.reconciler, period_ms=cfg.reconcile_ms,
-                                      lease_ms=cfg.lease_ms):
+                                      lease_ms=cfg.lease_ms, webhook_secret=cfg.webhook_secret,
+                                      webhook_timeout_ms=cfg.webhook_timeout_ms):
                     yield
             finally:
                 await bell.stop()
@@ -161,6 +173,7 @@ def create_app(settings: Settings | None = None) -> Any:
         Route("/openapi.json", openapi.serve, methods=["GET"]),
         Route("/runs/{run_id}/events", events, methods=["GET"]),
         *routes_steps.ROUTES, *routes_gates.ROUTES, *routes_state.ROUTES, *routes_runs.ROUTES,
+        *routes_queues.ROUTES,
         *(Route(p, not_found, methods=["GET", "POST"]) for p in OUT_OF_SCOPE),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,

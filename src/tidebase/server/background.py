@@ -34,7 +34,8 @@ async def _reconcile_forever(reconciler: AsyncReconciler, period: float) -> None
 
 @contextlib.asynccontextmanager
 async def background(dsn: str, pool: AsyncConnectionPool[Any], *, enabled: bool, period_ms: int,
-                     lease_ms: int) -> AsyncIterator[None]:
+                     lease_ms: int, webhook_secret: str | None = None,
+                     webhook_timeout_ms: int = 10000) -> AsyncIterator[None]:
     """Runs the reconciler (every `period_ms`) and the webhook dispatcher while the server is up."""
     if not enabled:
         yield
@@ -42,7 +43,7 @@ async def background(dsn: str, pool: AsyncConnectionPool[Any], *, enabled: bool,
     tide = AsyncTidebase(pool, lease_seconds=lease_ms / 1000)  # shares the server's pool; never closes it
     task = asyncio.create_task(_reconcile_forever(AsyncReconciler(tide, interval=period_ms / 1000),
                                                   period_ms / 1000), name="tidebase-reconciler")
-    dispatcher = Dispatcher(dsn)
+    dispatcher = Dispatcher(dsn, recovery_secret=webhook_secret, timeout=webhook_timeout_ms / 1000)
     dispatcher.start()
     try:
         yield

@@ -55,6 +55,8 @@ STATUS: dict[type[BaseException], tuple[int, str, str]] = {
     w.WorkflowMismatch: (409, "workflow_mismatch", "run exists with another workflow"),
     e.InputMismatch: (409, "input_mismatch", "run exists with another input"),
     w.InvalidToken: (403, "invalid_token", "invalid resolve token"),
+    w.ScheduleNotFound: (404, "schedule_not_found", "schedule not found"),
+    w.NoRecoveryWebhook: (422, "no_recovery_webhook", "run has no recoveryWebhook configured"),
     e.PayloadError: (400, "invalid_request", "invalid request"),
     e.InvalidArgument: (400, "invalid_request", "invalid request"),
     e.DatabaseUnavailable: (503, "unavailable", "database unavailable"),

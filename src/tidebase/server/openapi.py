@@ -44,6 +44,13 @@ OPERATIONS: list[tuple[str, str, str | None, str, dict[str, dict[str, Any]]]] = 
     ("post", "/runs/{runId}/gates/{gateId}/resolve", "resolve_gate", "Decide a gate", {}),
     ("get", "/runs/{runId}/events", None, "Server-sent events of the run", {
         "after": {"type": "integer", "minimum": 0}, "token": {"type": "string"}}),
+    ("post", "/queues/{queue}/enqueue", "enqueue", "Queue a run", {}),
+    ("post", "/queues/claim", "claim", "Claim ready runs (pull dispatch)", {}),
+    ("get", "/queues", None, "Queues with their counts and config", {}),
+    ("put", "/queues/{queue}/config", "queue_config", "Set a queue's caps and invoke URL", {}),
+    ("put", "/schedules/{name}", "schedule", "Create or replace a cron schedule", {}),
+    ("get", "/schedules", None, "List schedules", {}),
+    ("delete", "/schedules/{name}", None, "Delete a schedule", {}),
 ]
 
 _KINDS: dict[str, dict[str, Any]] = {
@@ -53,6 +60,14 @@ _KINDS: dict[str, dict[str, Any]] = {
     "hash": {"type": "string", "minLength": 1, "maxLength": 256},
     "run_id": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.:\\-]{0,127}$"},
     "int": {"type": "integer"}, "number": {"type": "number"},
+    "url": {"type": "string", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
+    "timestamp": {"type": "string", "format": "date-time"},
+    "names": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1, "maxLength": 512}},
+    "channels": {"type": "array", "items": {"type": "object", "required": ["url"], "properties": {
+        "type": {"type": "string", "enum": ["webhook"]},
+        "url": {"type": "string", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
+        "secret": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "events": {"type": "array", "items": {"type": "string"}}}}},
 }
 
 
@@ -62,6 +77,8 @@ def _field(spec: Field) -> dict[str, Any]:
         schema["enum"] = list(spec.values)
     if spec.minimum is not None:
         schema["minimum"] = spec.minimum
+    if spec.maximum is not None:
+        schema["maximum"] = spec.maximum
     if not spec.required and schema:
         schema = {"anyOf": [schema, {"type": "null"}]}
     return schema
@@ -76,7 +93,7 @@ def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, route, body, summary, query in OPERATIONS:
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-                  for n in ("workflowName", "runId", "stepId", "gateId") if "{" + n + "}" in route]
+                  for n in ("workflowName", "runId", "stepId", "gateId", "queue", "name") if "{" + n + "}" in route]
         params += [{"name": n, "in": "query", "required": False, "schema": s} for n, s in query.items()]
         op: dict[str, Any] = {"summary": summary, "operationId": f"{method}_{route}", "parameters": params,
                               "responses": {"200": {"description": "ok", "content": {

@@ -6,6 +6,7 @@ before and after that migration. Nothing here reads a resolve token or a channel
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -122,3 +123,67 @@ def usage(row: Row) -> dict[str, Any]:
 def event(row: Row) -> dict[str, Any]:
     return {"id": row["id"], "runId": row["run_id"], "seq": row["seq"], "type": row["type"],
             "payload": row["payload"], "createdAt": ts(row["created_at"])}
+
+
+def _outbox_status(row: Row) -> str:
+    status: str = row["status"]
+    return "failed" if status == "dead" else status
+
+
+def recovery(row: Row) -> dict[str, Any]:
+    """A RecoveryAttempt: one recovery (`run.resume`) or invoke (`run.invoke`) webhook, over all its tries."""
+    pending = row["status"] == "pending"
+    return {
+        "id": row["public_id"], "runId": row["run_id"], "type": row["event_type"], "reason": row["reason"],
+        "webhookUrl": row["url"], "status": _outbox_status(row), "httpStatus": row["http_status"],
+        "responseBody": row["response_body"], "errorText": row["last_error"], "attempts": row["attempts"],
+        "nextAttemptAt": ts(row["next_attempt_at"]) if pending else None, "createdAt": ts(row["created_at"]),
+        "completedAt": ts(row["completed_at"]),
+    }
+
+
+def channel(hook: dict[str, Any], run_row: Row) -> dict[str, Any]:
+    """A run's channel, from its `webhooks` entry: never the secret."""
+    return {"id": hook.get("id"), "runId": run_row["id"], "type": "webhook", "config": {"url": hook.get("url")},
+            "hasSecret": bool(hook.get("secret")), "events": list(hook.get("events") or []),
+            "createdAt": ts(run_row["created_at"])}
+
+
+def delivery(row: Row) -> dict[str, Any]:
+    """A ChannelDelivery; its payload never carries a resolve token."""
+    try:
+        payload = json.loads(row["body"]).get("data")
+    except (ValueError, AttributeError):
+        payload = None
+    if isinstance(payload, dict) and "resolveToken" in payload:
+        payload = {**payload, "resolveToken": None}
+    pending = row["status"] == "pending"
+    return {
+        "id": row["public_id"], "runId": row["run_id"], "channelId": None, "gateId": row["gate_id"],
+        "eventType": row["event_type"], "payload": payload, "status": _outbox_status(row),
+        "httpStatus": row["http_status"], "responseBody": row["response_body"], "errorText": row["last_error"],
+        "attempts": row["attempts"], "nextAttemptAt": ts(row["next_attempt_at"]) if pending else None,
+        "createdAt": ts(row["created_at"]), "completedAt": ts(row["completed_at"]),
+    }
+
+
+def queue_config(row: Row) -> dict[str, Any]:
+    """A QueueConfig; a rate stored for another window is shown per minute."""
+    rate = row["rate_limit"]
+    window = row.get("rate_window_ms") or 60000
+    return {"name": row.get("queue") or row.get("config_queue"), "concurrency": row["concurrency"],
+            "ratePerMinute": None if rate is None else rate * 60000 // window, "invokeUrl": row["invoke_url"]}
+
+
+def queue_stat(row: Row) -> dict[str, Any]:
+    return {"name": row["name"], **{k: row[k] for k in ("queued", "running", "failed", "completed", "cancelled")},
+            "config": None if row["config_queue"] is None else queue_config(row)}
+
+
+def schedule(row: Row) -> dict[str, Any]:
+    return {
+        "name": row["name"], "cron": row["cron"], "workflowName": row["workflow"], "input": row["input"],
+        "queue": row["queue"], "maxAttempts": row["max_attempts"], "enabled": row["enabled"],
+        "nextRunAt": ts(row["next_fire_at"]), "lastEnqueuedAt": ts(row.get("last_enqueued_at")),
+        "createdAt": ts(row["created_at"]), "updatedAt": ts(row["updated_at"]),
+    }

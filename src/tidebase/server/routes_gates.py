@@ -8,17 +8,13 @@ from starlette.routing import Route
 
 from . import render
 from .common import answer, body, path, services
-from .errors import invalid
 
 
 async def begin_gate(request: Request) -> JSONResponse:
     b = await body(request, "begin_gate")
-    channels = []
-    for i, spec in enumerate(b.get("channels") or []):
-        if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
-            raise invalid(["channels", i], "must be a channel spec {type, url, secret?, events?}")
-        channels.append({"type": "webhook", "url": spec["url"], "events": spec.get("events") or [],
-                         "hasSecret": bool(spec.get("secret"))})
+    # stored with their secrets, which sign the deliveries and are never rendered (render.gate shows hasSecret)
+    channels = [{"type": "webhook", "url": c["url"], "events": c.get("events") or [],
+                 **({"secret": c["secret"]} if c.get("secret") else {})} for c in b.get("channels") or []]
     svc = services(request)
     row, _created, token = await svc.wire.begin_gate(path(request, "run_id"), b["name"], b["prompt"], b.get("data"),
                                                     b.get("capability"), channels)

@@ -11,11 +11,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tidebase import _base
-from tidebase.errors import RunCancelled, RunCompleted
 
 from . import render
 from .common import answer, body, path, query, services
-from .errors import HttpError, invalid
+from .errors import invalid
 from .schemas import Field, check
 
 RUN_STATUSES = ("pending", "queued", "running", "completed", "failed", "cancelled")
@@ -29,7 +28,8 @@ async def create_run(request: Request) -> JSONResponse:
         raise invalid(["workflowName"], problem)
     b = await body(request, "create_run")
     run_id = b.get("runId") or _base.new_run_id()
-    row, created = await wire.create_run(run_id, workflow, b.get("input"), b.get("metadata") or {})
+    row, created = await wire.create_run(run_id, workflow, b.get("input"), b.get("metadata") or {},
+                                         channels=b.get("channels"), recovery_webhook=b.get("recoveryWebhook"))
     return answer({"run": render.run(row)}, 201 if created else 200)
 
 
@@ -60,7 +60,9 @@ async def get_run(request: Request) -> JSONResponse:
         "stateStreams": [render.stream(s) for s in d.streams],
         "stateVersions": [render.version(v, stream_ids.get(v["stream"])) for v in d.versions],
         "runEdges": [render.edge(e) for e in d.edges], "childRuns": [render.run(c) for c in d.children],
-        "recoveryAttempts": [], "channels": [], "channelDeliveries": [],
+        "recoveryAttempts": [render.recovery(r) for r in d.recoveries],
+        "channels": [render.channel(h, d.run) for h in d.run.get("webhooks") or [] if h.get("kind") == "channel"],
+        "channelDeliveries": [render.delivery(r) for r in d.deliveries],
         "gates": [render.gate(g, svc.public_url) for g in d.gates], "usage": [render.usage(u) for u in d.usage],
         "events": [render.event(e) for e in d.events],
     })
@@ -102,11 +104,9 @@ async def cancel(request: Request) -> JSONResponse:
 
 
 async def recover(request: Request) -> JSONResponse:
-    await body(request, "recover")
-    row = await services(request).wire.get_run(path(request, "run_id"))
-    if row["status"] in ("cancelled", "completed"):
-        raise RunCancelled() if row["status"] == "cancelled" else RunCompleted()
-    raise HttpError(422, "no_recovery_webhook", "run has no recoveryWebhook configured")
+    b = await body(request, "recover")
+    row = await services(request).wire.recover(path(request, "run_id"), b.get("reason") or "manual")
+    return answer({"recoveryAttempt": render.recovery(row)}, 202)
 
 
 async def children(request: Request) -> JSONResponse:
@@ -114,7 +114,8 @@ async def children(request: Request) -> JSONResponse:
     edge_meta = b.get("edgeMetadata") or {}
     child, edge, created = await services(request).wire.create_child(
         path(request, "run_id"), b["name"], b["workflowName"], b.get("input"), b.get("edgeType") or "child",
-        edge_meta, "run_" + secrets.token_hex(16), b.get("metadata") or {})
+        edge_meta, "run_" + secrets.token_hex(16), b.get("metadata") or {}, channels=b.get("channels"),
+        recovery_webhook=b.get("recoveryWebhook"))
     return answer({"run": render.run(child), "edge": render.edge(edge), "created": created})
 
 

@@ -8,6 +8,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from .errors import InvalidRequest, invalid
@@ -15,15 +16,20 @@ from .errors import InvalidRequest, invalid
 MAX_DEPTH = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
+_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 @dataclass(frozen=True)
 class Field:
-    """One body field: `kind` is json, object, array, string, name, owner, hash, run_id, int, number, bool or enum."""
+    """One body field: `kind` is json, object, array, string, name, owner, hash, run_id, int, number, bool, enum,
+    url (absolute http(s), at most 2048 characters), timestamp (RFC 3339 with an offset), names (a non-empty list of
+    names) or channels (a list of channel specs, wire §3)."""
 
     kind: str
     required: bool = False
     minimum: float | None = None
+    maximum: float | None = None
     values: tuple[str, ...] = ()
 
 
@@ -92,9 +98,25 @@ def check(name: str, spec: Field, value: Any) -> str | None:
             return "is out of range"
         if spec.minimum is not None and value < spec.minimum:
             return f"must be at least {spec.minimum:g}"
+        if spec.maximum is not None and value > spec.maximum:
+            return f"must be at most {spec.maximum:g}"
         return None
+    if kind == "names":
+        if not isinstance(value, list) or not value:
+            return "must be a non-empty array of names"
+        return next((f"[{i}] {p}" for i, v in enumerate(value) if (p := check(name, Field("name"), v))), None)
+    if kind == "channels":
+        if not isinstance(value, list):
+            return "must be an array of channel specs"
+        return next((f"[{i}] {p}" for i, v in enumerate(value) if (p := _channel_problem(v))), None)
     if not isinstance(value, str):
         return "must be a string"
+    if kind == "url":
+        return None if len(value) <= 2048 and _URL.match(value) else "must be an absolute http(s) URL of at most " \
+            "2048 characters"
+    if kind == "timestamp":
+        return None if _TIMESTAMP.match(value) and _parse_time(value) else "must be an RFC 3339 timestamp with Z " \
+            "or a numeric offset"
     if kind == "enum":
         return None if value in spec.values else f"must be one of {', '.join(spec.values)}"
     if kind == "run_id":
@@ -105,6 +127,37 @@ def check(name: str, spec: Field, value: Any) -> str | None:
             return f"must be 1 to {limit} characters"
         if kind != "hash" and _CONTROL.search(value):
             return "must not contain control characters"
+    return None
+
+
+def _parse_time(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        return None
+
+
+def timestamp(value: str) -> datetime:
+    """The aware datetime of a value that passed the `timestamp` check."""
+    parsed = _parse_time(value)
+    assert parsed is not None
+    return parsed
+
+
+def _channel_problem(spec: Any) -> str | None:
+    if not isinstance(spec, dict):
+        return "must be an object {type, url, secret?, events?}"
+    if spec.get("type", "webhook") != "webhook":
+        return "type must be webhook"
+    problem = check("url", Field("url"), spec.get("url"))
+    if problem:
+        return f"url {problem}"
+    secret = spec.get("secret")
+    if secret is not None and (not isinstance(secret, str) or not 1 <= len(secret) <= 1024):
+        return "secret must be a string of 1 to 1024 characters"
+    events = spec.get("events")
+    if events is not None and (not isinstance(events, list) or not all(isinstance(e, str) for e in events)):
+        return "events must be an array of event type strings"
     return None
 
 
@@ -131,15 +184,15 @@ def validate(body: dict[str, Any], schema: Schema) -> dict[str, Any]:
 # The bodies of the routes (wire-api.md §4), by route name.
 NAME = Field("name", required=True)
 BODIES: dict[str, Schema] = {
-    "create_run": {"input": Field("json"), "metadata": Field("object"), "recoveryWebhook": Field("string"),
-                   "channels": Field("array"), "runId": Field("run_id")},
+    "create_run": {"input": Field("json"), "metadata": Field("object"), "recoveryWebhook": Field("url"),
+                   "channels": Field("channels"), "runId": Field("run_id")},
     "heartbeat": {"leaseOwner": Field("owner", required=True)},
     "complete": {"result": Field("json"), "leaseOwner": Field("owner")},
     "fail": {"error": Field("json"), "failureClass": Field("string"), "leaseOwner": Field("owner")},
     "cancel": {"reason": Field("string"), "actor": Field("string")},
     "recover": {"reason": Field("string")},
     "children": {"name": NAME, "workflowName": NAME, "input": Field("json"), "metadata": Field("object"),
-                 "recoveryWebhook": Field("string"), "channels": Field("array"), "edgeType": Field("name"),
+                 "recoveryWebhook": Field("url"), "channels": Field("channels"), "edgeType": Field("name"),
                  "edgeMetadata": Field("object")},
     "begin_step": {"name": NAME, "inputHash": Field("hash", required=True), "input": Field("json"),
                    "options": Field("object"), "leaseOwner": Field("owner")},
@@ -163,7 +216,18 @@ BODIES: dict[str, Schema] = {
               "outputTokens": Field("int", minimum=0), "totalTokens": Field("int", minimum=0),
               "costUsd": Field("number", minimum=0), "metadata": Field("object")},
     "begin_gate": {"name": NAME, "prompt": Field("string", required=True), "data": Field("json"),
-                   "channels": Field("array"), "capability": Field("json"), "timeoutMs": Field("int", minimum=1)},
+                   "channels": Field("channels"), "capability": Field("json"),
+                   "timeoutMs": Field("int", minimum=1)},
+    "enqueue": {"workflowName": NAME, "input": Field("json"), "metadata": Field("object"),
+                "recoveryWebhook": Field("url"), "channels": Field("channels"), "dedupeKey": Field("name"),
+                "delayMs": Field("int", minimum=0), "runAt": Field("timestamp"), "maxAttempts": Field("int", minimum=1),
+                "priority": Field("int"), "deadlineMs": Field("int", minimum=1)},
+    "claim": {"queues": Field("names", required=True), "leaseOwner": Field("owner"),
+              "limit": Field("int", minimum=1, maximum=100)},
+    "queue_config": {"concurrency": Field("int", minimum=1), "ratePerMinute": Field("int", minimum=1),
+                     "invokeUrl": Field("url")},
+    "schedule": {"cron": Field("string", required=True), "workflowName": NAME, "input": Field("json"),
+                 "queue": Field("name"), "maxAttempts": Field("int", minimum=1), "enabled": Field("bool")},
     "resolve_gate": {"decision": Field("enum", required=True, values=("approved", "rejected", "canceled")),
                      "token": Field("string"), "actor": Field("string"), "payload": Field("json")},
 }

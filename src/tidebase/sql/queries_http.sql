@@ -5,7 +5,7 @@
 -- Create the run, or return it when it exists with the same workflow and input; TB005 otherwise.
 SELECT (c.run).*, c.created
   FROM tidebase.http_create_run(%(run_id)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, %(metadata)s::jsonb,
-                                %(lease_ms)s) AS c
+                                %(lease_ms)s, %(webhooks)s::jsonb, %(recovery_webhook)s) AS c
 
 -- name: http_heartbeat
 -- Extend the live lease of the holder and its running step leases.
@@ -119,4 +119,4 @@ SELECT * FROM tidebase.steps WHERE run_id = %(run_id)s AND id = %(step_id)s
 SELECT (c.child).*, row_to_json(c.edge)::jsonb AS edge, c.created
   FROM tidebase.http_create_child(%(parent_id)s, %(edge_name)s, %(edge_type)s, %(edge_metadata)s::jsonb,
                                   %(child_id)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, %(lease_ms)s,
-                                  %(metadata)s::jsonb) AS c
+                                  %(metadata)s::jsonb, %(webhooks)s::jsonb, %(recovery_webhook)s) AS c

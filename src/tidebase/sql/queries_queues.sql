@@ -2,11 +2,18 @@
 -- placeholders; the transitions themselves are functions of migrations/0004_queues.sql.
 
 -- name: enqueue_run
--- Create a queued run, or return the active duplicate of (queue, dedupe key) or the run with this id.
+-- Create a queued run, or return the active duplicate of (queue, dedupe key) or the run with this id. It becomes
+-- available at `run_at`, else `delay_ms` after now; its deadline is `deadline`, else `deadline_ms` after now (the
+-- database clock decides both).
 SELECT (q.run).*, q.created
   FROM tidebase.enqueue_run(%(run_id)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, %(metadata)s::jsonb,
-                            %(queue)s, %(priority)s, %(dedupe_key)s, %(delay_ms)s, %(max_attempts)s,
-                            %(backoff_ms)s, %(deadline)s, %(lease_ms)s, %(webhooks)s::jsonb) AS q
+                            %(queue)s, %(priority)s, %(dedupe_key)s,
+                            coalesce(%(run_at)s::timestamptz,
+                                     tidebase.now() + %(delay_ms)s::bigint * interval '1 millisecond'),
+                            %(max_attempts)s, %(backoff_ms)s,
+                            coalesce(%(deadline)s::timestamptz,
+                                     tidebase.now() + %(deadline_ms)s::bigint * interval '1 millisecond'),
+                            %(lease_ms)s, %(webhooks)s::jsonb, %(recovery_webhook)s, %(recovery_secret)s) AS q
 
 -- name: claim_runs
 -- Claim up to `limit` due runs of the queues (and registered workflows) under the queues' caps; each gets a lease.
@@ -38,6 +45,14 @@ SELECT pg_advisory_unlock(hashtext('tidebase.reconciler')) AS unlocked
 -- name: recover_expired
 -- Requeue up to `limit` runs whose lease expired, recording a recovery for each.
 SELECT * FROM tidebase.recover_expired(%(actor)s, %(limit)s)
+
+-- name: recover_expired_webhooks
+-- Schedule lease_expired recovery webhooks for runs off any queue whose lease expired (automatic policy).
+SELECT id FROM tidebase.recover_expired_webhooks(%(limit)s) AS id
+
+-- name: dispatch_push
+-- Offer ready runs of queues with an invoke URL to the application by run.invoke webhooks.
+SELECT public_id FROM tidebase.dispatch_push(%(limit)s)
 
 -- name: cancel_overdue
 -- Cancel up to `limit` runs past their deadline (reason `deadline`).
@@ -122,12 +137,59 @@ SELECT r.status AS previous_status, (SELECT id FROM u) AS requeued, pg_notify('t
 SELECT * FROM tidebase.claim_deliveries(%(limit)s, %(hold_ms)s)
 
 -- name: record_delivery
--- Record one delivery attempt and its outcome (delivered, retried later, or dead).
+-- Record one delivery try and its outcome (delivered, retried after `retry_ms`, or failed for good).
 SELECT tidebase.record_delivery(%(id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s,
-                                %(ok)s, %(backoff_ms)s)
+                                %(ok)s, %(retry)s, %(retry_ms)s, %(response)s)
 
 -- name: deliveries_of_run
 -- A run's webhook deliveries with their attempts.
 SELECT o.*, coalesce((SELECT jsonb_agg(to_jsonb(a) ORDER BY a.attempt) FROM tidebase.outbox_attempts a
                        WHERE a.outbox_id = o.id), '[]') AS attempt_log
   FROM tidebase.outbox o WHERE o.run_id = %(run_id)s ORDER BY o.id
+
+-- name: http_configure_queue
+-- Upsert a queue's config from the HTTP API: a field whose `set_` flag is false keeps its stored value, a set null
+-- clears it. The rate is per minute (a 60 s sliding window).
+INSERT INTO tidebase.queue_config (queue, concurrency, rate_limit, rate_window_ms, invoke_url)
+VALUES (%(queue)s, %(concurrency)s, %(rate)s, 60000, %(invoke_url)s)
+ON CONFLICT (queue) DO UPDATE
+   SET concurrency = CASE WHEN %(set_concurrency)s THEN excluded.concurrency ELSE queue_config.concurrency END,
+       rate_limit = CASE WHEN %(set_rate)s THEN excluded.rate_limit ELSE queue_config.rate_limit END,
+       rate_window_ms = CASE WHEN %(set_rate)s THEN 60000 ELSE queue_config.rate_window_ms END,
+       invoke_url = CASE WHEN %(set_invoke_url)s THEN excluded.invoke_url ELSE queue_config.invoke_url END,
+       updated_at = tidebase.now()
+RETURNING *
+
+-- name: queue_stats
+-- Every queue (with runs or a config) by name: counts per wire status (waiting and pending are not counted) and
+-- its config. Served by the index runs_queue_status.
+WITH counts AS (
+    SELECT queue,
+           count(*) FILTER (WHERE status = 'queued') AS queued,
+           count(*) FILTER (WHERE status = 'running') AS running,
+           count(*) FILTER (WHERE status IN ('failed', 'manual_review')) AS failed,
+           count(*) FILTER (WHERE status = 'completed') AS completed,
+           count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+      FROM tidebase.runs WHERE queue IS NOT NULL GROUP BY queue
+)
+SELECT coalesce(n.queue, c.queue) AS name, coalesce(n.queued, 0) AS queued, coalesce(n.running, 0) AS running,
+       coalesce(n.failed, 0) AS failed, coalesce(n.completed, 0) AS completed, coalesce(n.cancelled, 0) AS cancelled,
+       c.queue AS config_queue, c.concurrency, c.rate_limit, c.rate_window_ms, c.invoke_url
+  FROM counts n FULL JOIN tidebase.queue_config c ON c.queue = n.queue
+ ORDER BY 1
+
+-- name: http_claim
+-- Claim up to `limit` due runs of the queues, in the caller's order, for `owner` (any workflow).
+SELECT * FROM tidebase.claim_runs(%(owner)s, %(queues)s, NULL, %(limit)s, %(lease_ms)s)
+
+-- name: request_recovery
+-- Schedule a manual run.resume webhook (none when the run has no recovery webhook).
+SELECT * FROM tidebase.request_recovery(%(run_id)s, %(reason)s)
+
+-- name: recoveries_webhooks_of_run
+-- A run's recovery and invoke webhooks (RecoveryAttempts), oldest first.
+SELECT * FROM tidebase.outbox WHERE run_id = %(run_id)s AND kind = 'recovery' ORDER BY id
+
+-- name: channel_deliveries_of_run
+-- A run's channel deliveries, oldest first.
+SELECT * FROM tidebase.outbox WHERE run_id = %(run_id)s AND kind = 'channel' ORDER BY id

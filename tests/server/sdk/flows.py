@@ -171,6 +171,45 @@ def subscribe(tide, run_id, count, after="0"):
 
 
 @scenario
+def queue(tide):
+    """Enqueue (twice with one dedupe key), configure the queue, then a pull worker runs the run without begin."""
+
+    @tide.workflow("answer")
+    def answer(run, input):
+        return run.step("add", lambda: input["n"] + 1)
+
+    first = tide.enqueue("answer", queue="q1", input={"n": 41}, dedupe_key="k")
+    again = tide.enqueue("answer", queue="q1", input={"n": 41}, dedupe_key="k")
+    config = tide.queues.configure("q1", concurrency=2, rate_per_minute=100)
+    run_id = first["run"]["id"]
+    deadline = time.time() + 30
+    tide.work(["q1"], poll_s=0.05, stop=lambda: tide.runs.get(run_id)["run"]["status"] == "completed"
+              or time.time() > deadline)
+    done = tide.runs.get(run_id)["run"]
+    return {"deduplicated": [first["deduplicated"], again["deduplicated"]], "same": again["run"]["id"] == run_id,
+            "config": config, "status": done["status"], "result": done["result"], "attempt": done["attempt"],
+            "queues": tide.queues.list()}
+
+
+@scenario
+def schedules(tide):
+    made = tide.schedules.set("nightly", cron="0 3 * * *", workflow_name="digest", input={"x": 1}, max_attempts=2)
+    listed = tide.schedules.list()
+    deleted = tide.schedules.delete("nightly")
+    try:
+        tide.schedules.delete("nightly")
+        again = None
+    except Exception as exc:
+        again = str(exc)
+    try:
+        tide.schedules.set("bad", cron="61 * * * *", workflow_name="digest")
+        bad = None
+    except Exception as exc:
+        bad = str(exc)
+    return {"made": made, "listed": listed, "deleted": deleted, "again": again, "bad": bad}
+
+
+@scenario
 def which(tide):
     return {"file": tidebase.__file__}
 
