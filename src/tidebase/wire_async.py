@@ -297,6 +297,10 @@ class AsyncWire:
         action = str(row.pop("action"))
         return action, (row if row.get("id") is not None else None)
 
+    async def step_by_name(self, run_id: str, name: str) -> Row | None:
+        rows = await self._all("http_step_by_name", {"run_id": run_id, "name": name})
+        return rows[0] if rows else None
+
     async def get_step(self, run_id: str, step_id: str) -> Row | None:
         rows = await self._all("http_step", {"run_id": run_id, "step_id": step_id})
         return rows[0] if rows else None

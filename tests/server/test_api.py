@@ -140,7 +140,9 @@ def test_interrupted_write_is_parked_then_reviewed(client: TestClient, dsn: str)
     begun(client, run["id"], "w2")
     parked = step(client, run["id"], "w2")
     assert parked.status_code == 409 and parked.json()["code"] == "step_needs_review"
-    assert step(client, run["id"], "w2").json()["code"] == "step_needs_review"
+    assert (parked.json()["step"]["id"], parked.json()["step"]["status"]) == (s["step"]["id"], "manual_review")
+    again = step(client, run["id"], "w2").json()
+    assert again["code"] == "step_needs_review" and again["step"]["id"] == s["step"]["id"]
     review = client.post(f"/runs/{run['id']}/steps/{s['step']['id']}/review", json={"action": "retry"})
     assert review.json()["step"]["status"] == "failed_retryable"
     assert client.post(f"/runs/{run['id']}/steps/{s['step']['id']}/review",
@@ -316,3 +318,39 @@ def test_health_and_openapi(client: TestClient) -> None:  # item 32
     assert "/runs/{runId}/steps/begin" in doc["paths"]
     begin = doc["paths"]["/runs/{runId}/steps/begin"]["post"]["requestBody"]["content"]["application/json"]
     assert begin["schema"]["required"] == ["name", "inputHash"]
+
+
+def test_event_payloads_are_public_forms(client: TestClient) -> None:  # wire §5.2, item 21
+    run = new_run(client, channels=[{"url": "https://example.com/h", "secret": "s3cret-chan"}])
+    rid = run["id"]
+    owner = begun(client, rid)
+    client.put(f"/runs/{rid}/state", json={"value": {"a": 1}})
+    client.patch(f"/runs/{rid}/state", json={"value": {"b": 2}})
+    client.post(f"/runs/{rid}/state/save", json={"label": "l"})
+    s = step(client, rid, owner).json()["step"]
+    client.post(f"/runs/{rid}/usage", json={"stepId": s["id"], "inputTokens": 2, "outputTokens": 3})
+    gate = client.post(f"/runs/{rid}/gates/begin", json={"name": "g", "prompt": "ok?", "channels": [
+        {"url": "https://example.com/g", "secret": "s3cret-gate"}]}).json()["gate"]
+    token = gate["resolveToken"]
+    client.post(f"/runs/{rid}/gates/{gate['id']}/resolve", json={"decision": "approved", "actor": "ann"})
+    child = client.post(f"/runs/{rid}/children", json={"name": "e", "workflowName": "sub"}).json()
+    text = client.get(f"/runs/{rid}").text
+    assert token not in text and "s3cret" not in text
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for e in client.get(f"/runs/{rid}").json()["events"]:
+        by_type.setdefault(e["type"], []).append(e["payload"])
+    assert by_type["run.created"][0]["channels"] == [{"type": "webhook", "url": "https://example.com/h",
+                                                      "events": []}]
+    put, patch = by_type["state.updated"]
+    assert put["value"] == {"a": 1} and set(put["stateVersion"]) == {
+        "id", "streamId", "stream", "runId", "version", "label", "reason", "importance", "createdAt"}
+    assert patch["value"] == {"a": 1, "b": 2} and patch["patch"] == {"b": 2} and patch["stateVersion"]["version"] == 2
+    assert by_type["state.saved"][0]["stateVersion"]["label"] == "l"
+    [usage] = by_type["usage.recorded"]
+    assert (usage["usage"]["stepId"], usage["usage"]["totalTokens"]) == (s["id"], 5)
+    created, resolved = by_type["gate.created"][0]["gate"], by_type["gate.resolved"][0]["gate"]
+    assert (created["status"], created["resolveToken"], created["channels"][0]["hasSecret"]) == (
+        "pending", None, True)
+    assert (resolved["status"], resolved["decision"], resolved["actor"]) == ("approved", "approved", "ann")
+    [made] = by_type["run.child.created"]
+    assert made["childRun"]["id"] == child["run"]["id"] and made["edge"]["id"] == child["edge"]["id"]

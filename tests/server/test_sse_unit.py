@@ -35,7 +35,7 @@ async def test_stream_unsubscribes_when_the_consumer_goes_away(dsn: str) -> None
         wire = AsyncWire(db)
         run_id = await make_run(wire, 3)
         bell = sse.Doorbell(dsn)
-        body = sse.stream(wire, bell, run_id, 0, keepalive_s=15)
+        body = sse.stream(wire, bell, run_id, 0, keepalive_s=15, public_url="http://t")
         assert await anext(body) == b": connected\n\n"
         frames = await anext(body)
         assert frames.count(b"data: ") == 3 and frames.startswith(b"id: 1\n")

@@ -135,7 +135,7 @@ async def events(request: Request) -> Response:
         if not DIGITS.fullmatch(value):
             raise invalid(list(where), "must be a non-negative integer")
     await svc.wire.require_run(run_id)
-    body = sse.stream(svc.wire, svc.bell, run_id, max(int(p) for p in positions), svc.keepalive_s)
+    body = sse.stream(svc.wire, svc.bell, run_id, max(int(p) for p in positions), svc.keepalive_s, svc.public_url)
     return StreamingResponse(body, media_type="text/event-stream; charset=utf-8",
                              headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 

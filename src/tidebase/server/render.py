@@ -16,10 +16,13 @@ Row = dict[str, Any]
 _STATUS = {"waiting": "pending", "manual_review": "failed"}
 
 
-def ts(value: datetime | None) -> str | None:
-    """UTC ISO-8601 with exactly three fractional digits (truncated) and a Z."""
+def ts(value: datetime | str | None) -> str | None:
+    """UTC ISO-8601 with exactly three fractional digits (truncated) and a Z. Accepts the ISO text of a timestamp
+    read from a jsonb document, too."""
     if value is None:
         return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
@@ -68,7 +71,8 @@ def step(row: Row) -> dict[str, Any]:
 
 def gate(row: Row, public_url: str, resolve_token: str | None = None) -> dict[str, Any]:
     channels = [{"type": c.get("type", "webhook"), "url": c.get("url"), "events": c.get("events") or [],
-                 "hasSecret": bool(c.get("secret"))} for c in (row["channels"] or []) if isinstance(c, dict)]
+                 "hasSecret": bool(c.get("secret") or c.get("hasSecret"))}
+                for c in (row["channels"] or []) if isinstance(c, dict)]
     return {
         "id": row["id"], "runId": row["run_id"], "name": row["name"], "prompt": row["prompt"], "data": row["data"],
         "status": row["status"], "decision": row["decision"], "actor": row["actor"],
@@ -120,9 +124,37 @@ def usage(row: Row) -> dict[str, Any]:
     }
 
 
-def event(row: Row) -> dict[str, Any]:
+def event(row: Row, public_url: str) -> dict[str, Any]:
     return {"id": row["id"], "runId": row["run_id"], "seq": row["seq"], "type": row["type"],
-            "payload": row["payload"], "createdAt": ts(row["created_at"])}
+            "payload": payload(row["type"], row["payload"] or {}, public_url), "createdAt": ts(row["created_at"])}
+
+
+def public_version(row: Row) -> dict[str, Any]:
+    """The public form of a StateVersion, as events show it (no value, patch, metadata or author)."""
+    return {"id": row["id"], "streamId": row.get("stream_id"), "stream": row["stream"], "runId": row["run_id"],
+            "version": row["version"], "label": row["label"], "reason": row["reason"],
+            "importance": row["importance"], "createdAt": ts(row["created_at"])}
+
+
+def payload(type_: str, data: dict[str, Any], public_url: str) -> dict[str, Any]:
+    """An event's payload in the public form of wire §5.2, from the stored one (which carries the objects it
+    reports, see migration 0005's events_objects). A payload stored without them is shown as stored."""
+    if type_ == "run.created":
+        return {**data, "channels": data.get("channels", [])}
+    if type_ in ("gate.created", "gate.resolved") and isinstance(data.get("gate"), dict):
+        return {"gate": gate(data["gate"], public_url)}
+    if type_ in ("state.updated", "state.saved", "snapshot.created") and isinstance(data.get("stateVersion"), dict):
+        out: dict[str, Any] = {"stateVersion": public_version(data["stateVersion"])}
+        if type_ == "state.updated":
+            out["value"] = data.get("value")
+            if "patch" in data:
+                out["patch"] = data["patch"]
+        return out
+    if type_ == "run.child.created" and isinstance(data.get("childRun"), dict) and data.get("edgeRecord"):
+        return {"childRun": run(data["childRun"]), "edge": edge(data["edgeRecord"])}
+    if type_ == "usage.recorded" and isinstance(data.get("usage"), dict):
+        return {"usage": usage(data["usage"])}
+    return data
 
 
 def _outbox_status(row: Row) -> str:

@@ -64,7 +64,7 @@ async def get_run(request: Request) -> JSONResponse:
         "channels": [render.channel(h, d.run) for h in d.run.get("webhooks") or [] if h.get("kind") == "channel"],
         "channelDeliveries": [render.delivery(r) for r in d.deliveries],
         "gates": [render.gate(g, svc.public_url) for g in d.gates], "usage": [render.usage(u) for u in d.usage],
-        "events": [render.event(e) for e in d.events],
+        "events": [render.event(e, svc.public_url) for e in d.events],
     })
 
 

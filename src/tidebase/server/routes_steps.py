@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -10,19 +12,31 @@ from tidebase.errors import ManualReviewRequired
 
 from . import render
 from .common import answer, body, path, services
+from .errors import HttpError
+
+
+def _needs_review(row: dict[str, Any] | None) -> HttpError:
+    """409 step_needs_review with the parked step (wire §2.7)."""
+    return HttpError(409, "step_needs_review", "step needs manual review",
+                     step=None if row is None else render.step(row))
 
 
 async def begin_step(request: Request) -> JSONResponse:
     b = await body(request, "begin_step")
     run_id = path(request, "run_id")
     owner = b.get("leaseOwner")
-    action, row = await services(request).wire.begin_step(run_id, owner, b["name"], b["inputHash"], b.get("input"),
-                                                          b.get("options") or {})
+    wire = services(request).wire
+    try:
+        action, row = await wire.begin_step(run_id, owner, b["name"], b["inputHash"], b.get("input"),
+                                            b.get("options") or {})
+    except ManualReviewRequired:
+        parked = await wire.step_by_name(run_id, b["name"])
+        raise _needs_review(parked) from None
     if action == "cancelled" or row is None:
         return answer({"action": "cancelled"})
     step = render.step(row)
     if action == "parked":
-        raise ManualReviewRequired(f"step {b['name']!r} was interrupted and is parked for review")
+        raise _needs_review(row)
     if action == "input_mismatch":
         return answer({"action": action, "step": step, "expectedInputHash": row["input_hash"],
                        "actualInputHash": b["inputHash"]})

@@ -136,12 +136,13 @@ class Doorbell:
                 delay = min(delay * 2, 5.0)
 
 
-def frame(row: dict[str, object]) -> bytes:
-    data = json.dumps(render.event(row), separators=(",", ":"), ensure_ascii=False)
+def frame(row: dict[str, object], public_url: str) -> bytes:
+    data = json.dumps(render.event(row, public_url), separators=(",", ":"), ensure_ascii=False)
     return f"id: {row['seq']}\ndata: {data}\n\n".encode()
 
 
-async def stream(wire: AsyncWire, bell: Doorbell, run_id: str, after: int, keepalive_s: float) -> AsyncIterator[bytes]:
+async def stream(wire: AsyncWire, bell: Doorbell, run_id: str, after: int, keepalive_s: float,
+                 public_url: str) -> AsyncIterator[bytes]:
     """The SSE body: every event with seq > after, in order, then each new one; keep-alive comments while idle."""
     last = after
     wake = bell.subscribe(run_id)
@@ -152,7 +153,7 @@ async def stream(wire: AsyncWire, bell: Doorbell, run_id: str, after: int, keepa
         rows = await wire.events_after(run_id, last, PAGE)
         while True:
             while rows:
-                yield b"".join(frame(r) for r in rows)
+                yield b"".join(frame(r, public_url) for r in rows)
                 last = int(rows[-1]["seq"])
                 written = time.monotonic()
                 rows = await tail.after(wire, run_id, last) if len(rows) >= PAGE else []

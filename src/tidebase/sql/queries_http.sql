@@ -114,6 +114,10 @@ SELECT max(version) AS version FROM tidebase.schema_migrations
 -- One step of a run, by id.
 SELECT * FROM tidebase.steps WHERE run_id = %(run_id)s AND id = %(step_id)s
 
+-- name: http_step_by_name
+-- One step of a run, by the name an HTTP client gave it (its key).
+SELECT * FROM tidebase.steps WHERE run_id = %(run_id)s AND key = %(name)s
+
 -- name: http_create_child
 -- Create the child of (parent, edge name) once with the caller's metadata, or return it; TB013 on a conflict.
 SELECT (c.child).*, row_to_json(c.edge)::jsonb AS edge, c.created
