@@ -61,8 +61,10 @@ class Dispatcher:
     """Delivers due outbox rows from a daemon thread with its own connection. `start()`, `wake()`, `stop()`."""
 
     def __init__(self, conninfo: str, *, timeout: float = 10.0, poll_interval: float = 1.0, batch: int = 32,
-                 threads: int = 8, backoff: float = 1.0, recovery_secret: str | None = None) -> None:
+                 threads: int = 8, backoff: float = 1.0, recovery_secret: str | None = None,
+                 max_attempts: int | None = None) -> None:
         self.conninfo = conninfo
+        self.max_attempts = max_attempts
         self.recovery_secret = recovery_secret
         self.timeout = timeout
         self.poll_interval = poll_interval
@@ -139,7 +141,7 @@ class Dispatcher:
                 conn.execute(self._queries["record_delivery"], {
                     "id": row["id"], "attempt": row["attempts"], "started_at": started, "duration_ms": duration,
                     "status_code": status, "error": error, "ok": ok, "retry": retry,
-                    "retry_ms": int(wait * 1000), "response": response,
+                    "retry_ms": int(wait * 1000), "response": response, "max_attempts": self.max_attempts,
                 })
         except Exception:
             logger.exception("webhook delivery %s could not be recorded; it will be retried", row["id"])

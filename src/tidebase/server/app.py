@@ -59,6 +59,7 @@ class Settings:
     reconcile_ms: int = 5000
     webhook_secret: str | None = None
     webhook_timeout_ms: int = 10000
+    webhook_max_attempts: int = 10
     max_auto_recoveries: int | None = None
 
     @classmethod
@@ -76,6 +77,7 @@ class Settings:
             reconcile_ms=int(env.get("TIDEBASE_RECONCILE_MS", "5000")),
             webhook_secret=env.get("TIDEBASE_WEBHOOK_SECRET") or None,
             webhook_timeout_ms=int(env.get("TIDEBASE_WEBHOOK_TIMEOUT_MS", "10000")),
+            webhook_max_attempts=int(env.get("TIDEBASE_WEBHOOK_MAX_ATTEMPTS", "10")),
             max_auto_recoveries=int(env["TIDEBASE_MAX_AUTO_RECOVERIES"])
             if env.get("TIDEBASE_MAX_AUTO_RECOVERIES") else None,
         )
@@ -160,7 +162,8 @@ def create_app(settings: Settings | None = None) -> Any:
             try:
                 async with background(dsn, db.pool, enabled=cfg.reconciler, period_ms=cfg.reconcile_ms,
                                       lease_ms=cfg.lease_ms, webhook_secret=cfg.webhook_secret,
-                                      webhook_timeout_ms=cfg.webhook_timeout_ms):
+                                      webhook_timeout_ms=cfg.webhook_timeout_ms,
+                                      webhook_max_attempts=cfg.webhook_max_attempts):
                     yield
             finally:
                 await bell.stop()

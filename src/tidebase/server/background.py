@@ -35,7 +35,7 @@ async def _reconcile_forever(reconciler: AsyncReconciler, period: float) -> None
 @contextlib.asynccontextmanager
 async def background(dsn: str, pool: AsyncConnectionPool[Any], *, enabled: bool, period_ms: int,
                      lease_ms: int, webhook_secret: str | None = None,
-                     webhook_timeout_ms: int = 10000) -> AsyncIterator[None]:
+                     webhook_timeout_ms: int = 10000, webhook_max_attempts: int = 10) -> AsyncIterator[None]:
     """Runs the reconciler (every `period_ms`) and the webhook dispatcher while the server is up."""
     if not enabled:
         yield
@@ -43,7 +43,8 @@ async def background(dsn: str, pool: AsyncConnectionPool[Any], *, enabled: bool,
     tide = AsyncTidebase(pool, lease_seconds=lease_ms / 1000)  # shares the server's pool; never closes it
     task = asyncio.create_task(_reconcile_forever(AsyncReconciler(tide, interval=period_ms / 1000),
                                                   period_ms / 1000), name="tidebase-reconciler")
-    dispatcher = Dispatcher(dsn, recovery_secret=webhook_secret, timeout=webhook_timeout_ms / 1000)
+    dispatcher = Dispatcher(dsn, recovery_secret=webhook_secret, timeout=webhook_timeout_ms / 1000,
+                            max_attempts=webhook_max_attempts, poll_interval=0.5)
     dispatcher.start()
     try:
         yield

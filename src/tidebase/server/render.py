@@ -184,7 +184,7 @@ def channel(hook: dict[str, Any], run_row: Row) -> dict[str, Any]:
 def delivery(row: Row) -> dict[str, Any]:
     """A ChannelDelivery; its payload never carries a resolve token."""
     try:
-        payload = json.loads(row["body"]).get("data")
+        payload = json.loads(row["body"]).get("payload")
     except (ValueError, AttributeError):
         payload = None
     if isinstance(payload, dict) and "resolveToken" in payload:

@@ -139,7 +139,7 @@ SELECT * FROM tidebase.claim_deliveries(%(limit)s, %(hold_ms)s)
 -- name: record_delivery
 -- Record one delivery try and its outcome (delivered, retried after `retry_ms`, or failed for good).
 SELECT tidebase.record_delivery(%(id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s,
-                                %(ok)s, %(retry)s, %(retry_ms)s, %(response)s)
+                                %(ok)s, %(retry)s, %(retry_ms)s, %(response)s, %(max_attempts)s)
 
 -- name: deliveries_of_run
 -- A run's webhook deliveries with their attempts.

@@ -210,6 +210,19 @@ def schedules(tide):
 
 
 @scenario
+def verify(tide, body_file, header, secret):
+    """The upstream receiver-side check of a delivered body's signature."""
+    with open(body_file, "rb") as f:
+        return {"valid": tidebase.verify_webhook_signature(f.read(), header, secret)}
+
+
+@scenario
+def finish(tide, run_id):
+    """What a recovery-webhook receiver does: run the workflow again under the run's id, to completion."""
+    return {"result": tide.run("healing", lambda run, input: run.step("heal", lambda: "healed"), run_id=run_id)}
+
+
+@scenario
 def which(tide):
     return {"file": tidebase.__file__}
 

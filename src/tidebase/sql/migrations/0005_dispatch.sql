@@ -135,12 +135,14 @@ $$;
 
 -- Channel webhooks only: recovery webhooks are decided explicitly (schedule_recovery), never by event type. A
 -- channel's filter is its `only` list when present (channels of the HTTP API with no `events`: the delivered types),
--- else its `events`, where an empty list means every type.
+-- else its `events`, where an empty list means every type. Body: {type, runId, gateId, deliveryId, payload} (wire §6.2),
+-- where payload is the event's payload.
 CREATE OR REPLACE FUNCTION tidebase.queue_webhooks(p_run_id text, p_hooks jsonb, p_type text, p_payload jsonb)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     h jsonb;
+    v_id text;
 BEGIN
     IF p_hooks IS NULL OR jsonb_array_length(p_hooks) = 0 THEN
         RETURN;
@@ -149,12 +151,12 @@ BEGIN
         IF coalesce(h ->> 'kind', 'channel') = 'channel' AND EXISTS (
                SELECT 1 FROM jsonb_array_elements_text(coalesce(h -> 'only', nullif(h -> 'events', '[]'), '["*"]')) f
                 WHERE f = '*' OR f = p_type OR (f LIKE '%.*' AND p_type LIKE left(f, -1) || '%')) THEN
-            INSERT INTO tidebase.outbox (run_id, kind, event_type, url, secret, body, gate_id)
+            v_id := tidebase.new_id('del_');
+            INSERT INTO tidebase.outbox (run_id, kind, event_type, url, secret, body, gate_id, public_id)
             VALUES (p_run_id, 'channel', p_type, h ->> 'url', h ->> 'secret',
-                    jsonb_build_object('type', p_type, 'runId', p_run_id, 'kind', 'channel', 'data', p_payload,
-                                       'at', to_char(tidebase.now() AT TIME ZONE 'UTC',
-                                                     'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text,
-                    p_payload ->> 'gateId');
+                    jsonb_build_object('type', p_type, 'runId', p_run_id, 'gateId', p_payload ->> 'gateId',
+                                       'deliveryId', v_id, 'payload', p_payload)::text,
+                    p_payload ->> 'gateId', v_id);
         END IF;
     END LOOP;
 END
@@ -591,10 +593,10 @@ $$;
 DROP FUNCTION tidebase.record_delivery(bigint, integer, timestamptz, integer, integer, text, boolean, integer);
 
 -- Records one try and its outcome: delivered on 2xx; otherwise retried after p_retry_ms when p_retry and tries are
--- left, else failed for good. A final outcome of a recovery or invoke webhook appends recovery.delivered/failed.
+-- left (the row's max_attempts, lowered to the dispatcher's p_max_attempts when given), else failed for good. A final outcome of a recovery or invoke webhook appends recovery.delivered/failed.
 CREATE FUNCTION tidebase.record_delivery(
     p_id bigint, p_attempt integer, p_started_at timestamptz, p_duration_ms integer, p_status_code integer,
-    p_error text, p_ok boolean, p_retry boolean, p_retry_ms integer, p_response text
+    p_error text, p_ok boolean, p_retry boolean, p_retry_ms integer, p_response text, p_max_attempts integer
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -619,7 +621,7 @@ BEGIN
                                             jsonb_build_object('recoveryAttemptId', o.public_id,
                                                                'httpStatus', p_status_code));
         END IF;
-    ELSIF p_retry AND o.attempts < o.max_attempts THEN
+    ELSIF p_retry AND o.attempts < least(o.max_attempts, coalesce(p_max_attempts, o.max_attempts)) THEN
         UPDATE tidebase.outbox SET next_attempt_at = tidebase.now() + p_retry_ms * interval '1 millisecond'
          WHERE id = p_id;
     ELSE
