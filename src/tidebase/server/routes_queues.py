@@ -52,9 +52,9 @@ async def list_queues(request: Request) -> JSONResponse:
 
 async def configure_queue(request: Request) -> JSONResponse:
     queue = _name(request, "queue", "queue")
-    await body(request, "queue_config")  # validates the non-null values
-    raw = parse_body(await request.body())
-    fields: dict[str, Any] = {k: raw[k] for k in ("concurrency", "ratePerMinute", "invokeUrl") if k in raw}
+    valid = await body(request, "queue_config")  # the non-null values, checked and typed
+    raw = parse_body(await request.body())  # which keys were sent at all: an explicit null clears
+    fields: dict[str, Any] = {k: valid.get(k) for k in ("concurrency", "ratePerMinute", "invokeUrl") if k in raw}
     row = await services(request).wire.configure_queue(queue, fields)
     return answer({"config": render.queue_config(row)})
 

@@ -8,7 +8,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import InvalidRequest, invalid
@@ -131,9 +131,12 @@ def check(name: str, spec: Field, value: Any) -> str | None:
 
 
 def _parse_time(value: str) -> datetime | None:
+    """The aware datetime of an RFC 3339 text, or None; years outside 1900-9998 are refused (they are mistakes, and
+    the far ends cannot be shown back in UTC)."""
     try:
-        return datetime.fromisoformat(value.upper().replace("Z", "+00:00").replace(" ", "T"))
-    except ValueError:
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00").replace(" ", "T"))
+        return parsed if 1900 <= parsed.astimezone(UTC).year <= 9998 else None
+    except (ValueError, OverflowError):
         return None
 
 
@@ -181,6 +184,9 @@ def validate(body: dict[str, Any], schema: Schema) -> dict[str, Any]:
     return out
 
 
+INT32 = 2**31 - 1  # integer columns
+CENTURY_MS = 100 * 366 * 86_400_000  # delays and deadlines: anything longer is a mistake, and overflows intervals
+
 # The bodies of the routes (wire-api.md §4), by route name.
 NAME = Field("name", required=True)
 BODIES: dict[str, Schema] = {
@@ -220,14 +226,17 @@ BODIES: dict[str, Schema] = {
                    "timeoutMs": Field("int", minimum=1)},
     "enqueue": {"workflowName": NAME, "input": Field("json"), "metadata": Field("object"),
                 "recoveryWebhook": Field("url"), "channels": Field("channels"), "dedupeKey": Field("name"),
-                "delayMs": Field("int", minimum=0), "runAt": Field("timestamp"), "maxAttempts": Field("int", minimum=1),
-                "priority": Field("int"), "deadlineMs": Field("int", minimum=1)},
+                "delayMs": Field("int", minimum=0, maximum=CENTURY_MS), "runAt": Field("timestamp"),
+                "maxAttempts": Field("int", minimum=1, maximum=INT32),
+                "priority": Field("int", minimum=-INT32, maximum=INT32),
+                "deadlineMs": Field("int", minimum=1, maximum=CENTURY_MS)},
     "claim": {"queues": Field("names", required=True), "leaseOwner": Field("owner"),
               "limit": Field("int", minimum=1, maximum=100)},
-    "queue_config": {"concurrency": Field("int", minimum=1), "ratePerMinute": Field("int", minimum=1),
-                     "invokeUrl": Field("url")},
+    "queue_config": {"concurrency": Field("int", minimum=1, maximum=INT32),
+                     "ratePerMinute": Field("int", minimum=1, maximum=INT32), "invokeUrl": Field("url")},
     "schedule": {"cron": Field("string", required=True), "workflowName": NAME, "input": Field("json"),
-                 "queue": Field("name"), "maxAttempts": Field("int", minimum=1), "enabled": Field("bool")},
+                 "queue": Field("name"), "maxAttempts": Field("int", minimum=1, maximum=INT32),
+                 "enabled": Field("bool")},
     "resolve_gate": {"decision": Field("enum", required=True, values=("approved", "rejected", "canceled")),
                      "token": Field("string"), "actor": Field("string"), "payload": Field("json")},
 }
