@@ -7,6 +7,7 @@ concurrency/test_gates.py.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import psycopg
@@ -301,10 +302,14 @@ async def test_gate_events_are_appended_gap_free(atide: AsyncTidebase) -> None:
         "run.created", "run.started", "gate.created", "run.suspended", "gate.resolved", "run.started",
         "run.completed"]
     by_type = {e.type: e.payload for e in events}
-    assert by_type["gate.created"] == {"gateId": gate_id, "name": "approve", "prompt": "approve?", "data": {}}
+    created, resolved = by_type["gate.created"], by_type["gate.resolved"]
+    # each gate event also carries the gate as it was then (the HTTP API shows it), without its token hash
+    assert (created.pop("gate")["status"], resolved.pop("gate")["status"]) == ("pending", "approved")
+    assert "token_hash" not in json.dumps([e.payload for e in events])
+    assert created == {"gateId": gate_id, "name": "approve", "prompt": "approve?", "data": {}}
     assert by_type["run.suspended"] == {"gateId": gate_id}
-    assert by_type["gate.resolved"] == {"gateId": gate_id, "name": "approve", "decision": "approved",
-                                        "actor": "erin", "payload": {"ok": True}}
+    assert resolved == {"gateId": gate_id, "name": "approve", "decision": "approved", "actor": "erin",
+                        "payload": {"ok": True}}
 
 
 async def test_gates_are_fenced_by_the_lease_and_by_cancellation(
