@@ -5,7 +5,7 @@ exit):
 - claim throughput: N queued one-step runs drained by 4 worker processes (concurrency 4 each): runs/s end to end
   (claim with a new lease, load checkpoints, one executed step, complete);
 - recovery latency after SIGKILL: a worker is killed inside a step, another worker is idle; the time from the kill
-  to the run's next `run.started` (database clock), with lease L and reconciler interval T (bound: L + T);
+  to the run's next `run.claimed` (database clock), with lease L and reconciler interval T (bound: L + T);
 - the reconciler tick on a table of M runs (default 1,000,000, almost all finished): the time of one tick when little
   is due, and the plans of its statements (index scans, no sequential scan of runs).
 
@@ -113,7 +113,7 @@ def recovery(dsn: str, trials: int, lease: float, tick: float) -> dict[str, Any]
             assert killed is not None
             conn.execute("INSERT INTO released VALUES (%s)", (run.id,))
             while True:
-                row = conn.execute("SELECT created_at FROM tidebase.events WHERE run_id = %s AND type = 'run.started' "
+                row = conn.execute("SELECT created_at FROM tidebase.events WHERE run_id = %s AND type = 'run.claimed' "
                                    "AND created_at > %s ORDER BY seq LIMIT 1", (run.id, killed[0])).fetchone()
                 if row is not None:
                     break

@@ -238,7 +238,7 @@ class AsyncWire:
         p = {"run_id": run_id}
         names = ["get_run", "get_steps", "http_state_streams", "http_state_versions", "edges_of_run",
                  "http_child_runs", "http_gates_of_run", "http_usage_of_run", "http_all_events",
-                 "recoveries_webhooks_of_run", "channel_deliveries_of_run"]
+                 "recovery_webhooks_of_run", "channel_deliveries_of_run"]
         params: dict[str, Params] = {"http_state_versions": {**p, "stream": None, "labeled": False}}
         rows = await self._snapshot([(n, params.get(n, p)) for n in names])
         if not rows[0]:

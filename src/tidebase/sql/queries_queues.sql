@@ -186,7 +186,7 @@ SELECT * FROM tidebase.claim_runs(%(owner)s, %(queues)s, NULL, %(limit)s, %(leas
 -- Schedule a manual run.resume webhook (none when the run has no recovery webhook).
 SELECT * FROM tidebase.request_recovery(%(run_id)s, %(reason)s)
 
--- name: recoveries_webhooks_of_run
+-- name: recovery_webhooks_of_run
 -- A run's recovery and invoke webhooks (RecoveryAttempts), oldest first.
 SELECT * FROM tidebase.outbox WHERE run_id = %(run_id)s AND kind = 'recovery' ORDER BY id
 

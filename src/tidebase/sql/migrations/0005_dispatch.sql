@@ -59,7 +59,7 @@ LANGUAGE sql STABLE AS $$
     SELECT coalesce(nullif(current_setting('tidebase.max_auto_recoveries', true), '')::integer, 10)
 $$;
 
--- Appends the event `recovery.started` for outbox row o (the run row is locked by the caller).
+-- Appends a recovery.* event to run p_run_id (locking its row, if the caller does not hold it yet).
 CREATE FUNCTION tidebase.recovery_event(p_run_id text, p_type text, p_payload jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
