@@ -23,6 +23,11 @@ ALTER TABLE tidebase.runs
     ADD COLUMN recovery_webhook  text,
     ADD COLUMN recovery_secret   text;
 CREATE INDEX runs_queue_claimed ON tidebase.runs (queue, claimed_at) WHERE claimed_at IS NOT NULL;
+-- Claim order is priority, availability, creation, id: the index serves it whole, so a claim reads only the runs it
+-- takes, however long the backlog.
+DROP INDEX tidebase.runs_queue_due;
+CREATE INDEX runs_queue_due ON tidebase.runs (queue, priority DESC, available_at, created_at, id)
+    WHERE status = 'queued';
 CREATE INDEX runs_queue_status ON tidebase.runs (queue, status) WHERE queue IS NOT NULL;
 CREATE INDEX runs_webhook_lease_expiry ON tidebase.runs (lease_expires_at)
     WHERE status = 'running' AND queue IS NULL AND recovery_webhook IS NOT NULL;
@@ -259,8 +264,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_id text;
 BEGIN
+    -- spelled to match the partial index runs_deadline, so the scan covers overdue runs only, not the backlog
     FOR v_id IN SELECT id FROM tidebase.runs
-                 WHERE status = 'queued' AND queue = p_queue AND available_at <= p_now AND deadline_at < p_now
+                 WHERE deadline_at IS NOT NULL AND status IN ('pending', 'queued', 'running', 'waiting')
+                   AND deadline_at < p_now AND status = 'queued' AND queue = p_queue AND available_at <= p_now
                    FOR UPDATE SKIP LOCKED LOOP
         PERFORM tidebase.cancel_run(v_id, 'deadline', 'reconciler');
     END LOOP;
@@ -671,7 +678,7 @@ BEGIN
     v_existed := FOUND;
     SELECT * INTO r FROM tidebase.create_run(p_id, p_workflow, p_input, p_input_hash, true, p_metadata, NULL,
                                              p_lease_ms);
-    IF NOT v_existed THEN
+    IF NOT v_existed AND (coalesce(p_webhooks, '[]') <> '[]' OR p_recovery_webhook IS NOT NULL) THEN
         SELECT * INTO r FROM tidebase.attach_webhooks(p_id, p_webhooks, p_recovery_webhook);
     END IF;
     RETURN QUERY SELECT r, NOT v_existed;
@@ -695,8 +702,12 @@ BEGIN
                                                p_child_id, p_workflow, p_input, p_input_hash, p_lease_ms);
     r := c.child;
     IF c.created THEN
-        UPDATE tidebase.runs SET metadata = coalesce(p_metadata, '{}') || metadata WHERE id = r.id;
-        SELECT * INTO r FROM tidebase.attach_webhooks(r.id, p_webhooks, p_recovery_webhook);
+        IF coalesce(p_metadata, '{}') <> '{}' THEN
+            UPDATE tidebase.runs SET metadata = p_metadata || metadata WHERE id = r.id RETURNING * INTO r;
+        END IF;
+        IF coalesce(p_webhooks, '[]') <> '[]' OR p_recovery_webhook IS NOT NULL THEN
+            SELECT * INTO r FROM tidebase.attach_webhooks(r.id, p_webhooks, p_recovery_webhook);
+        END IF;
     END IF;
     RETURN QUERY SELECT r, c.edge, c.created;
 END
