@@ -354,3 +354,6 @@ def test_event_payloads_are_public_forms(client: TestClient) -> None:  # wire §
     assert (resolved["status"], resolved["decision"], resolved["actor"]) == ("approved", "approved", "ann")
     [made] = by_type["run.child.created"]
     assert made["childRun"]["id"] == child["run"]["id"] and made["edge"]["id"] == child["edge"]["id"]
+    child_created = client.get(f"/runs/{child['run']['id']}").json()["events"][0]
+    assert (child_created["type"], child_created["payload"]["parentRunId"], child_created["payload"]["edgeName"]) == (
+        "run.created", rid, "e")

@@ -293,3 +293,19 @@ def test_push_dispatch_offers_runs_to_the_invoke_url(client: TestClient, sql: ps
     sql.execute("SELECT * FROM tidebase.claim_deliveries(100, 60000)")
     statuses = {a["status"] for a in client.get(f"/runs/{runs[0]['id']}").json()["recoveryAttempts"]}
     assert statuses == {"failed"}
+
+
+def test_first_tries_go_out_in_event_order_per_url(client: TestClient, sql: psycopg.Connection[Any]) -> None:
+    """Two deliveries of one run to one URL: the second is not handed to any dispatcher before the first has had
+    its first try recorded, however many dispatchers claim (wire §6.3)."""
+    run = client.post("/runs/wf", json={"channels": [{"url": "http://127.0.0.1:9/ch"}]}).json()["run"]
+    client.put(f"/runs/{run['id']}/state", json={"value": 1})
+    client.put(f"/runs/{run['id']}/state", json={"value": 2})
+    ids = [r[0] for r in sql.execute("SELECT id FROM tidebase.outbox WHERE run_id = %s ORDER BY id", (run["id"],))]
+    assert len(ids) == 2
+    claim_sql = "SELECT id, attempts FROM tidebase.claim_deliveries(10, 60000)"
+    assert sql.execute(claim_sql).fetchall() == [(ids[0], 1)]
+    assert sql.execute(claim_sql).fetchall() == []  # the first is in flight: the second waits
+    sql.execute("SELECT tidebase.record_delivery(%s, 1, now(), 5, 503, 'HTTP 503', false, true, 0, '', NULL)",
+                (ids[0],))
+    assert sorted(sql.execute(claim_sql).fetchall()) == [(ids[0], 2), (ids[1], 1)]  # retries may reorder

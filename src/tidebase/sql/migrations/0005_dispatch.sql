@@ -564,7 +564,8 @@ $$;
 DROP FUNCTION tidebase.claim_deliveries(integer, integer);
 
 -- Claims up to p_limit due deliveries for one dispatcher: each is pushed p_hold_ms into the future first (a
--- dispatcher that dies mid-delivery leaves it to be retried, and no other takes it meanwhile). A recovery webhook
+-- dispatcher that dies mid-delivery leaves it to be retried, and no other takes it meanwhile). A first try waits
+-- until every earlier delivery of the run to the same URL has had its first try (wire §6.3). A recovery webhook
 -- whose run is completed, cancelled or running under a live lease, and an invoke webhook whose run is no longer
 -- queued, is closed as superseded instead of being returned.
 CREATE FUNCTION tidebase.claim_deliveries(p_limit integer, p_hold_ms integer) RETURNS SETOF tidebase.outbox
@@ -578,6 +579,13 @@ BEGIN
               ORDER BY next_attempt_at, id
               LIMIT p_limit
                 FOR UPDATE SKIP LOCKED LOOP
+        -- first tries go out in event order per (run, URL): not before every earlier one has had its first try
+        IF o.attempts = 0 AND o.run_id IS NOT NULL AND EXISTS (
+               SELECT 1 FROM tidebase.outbox p
+                WHERE p.run_id = o.run_id AND p.id < o.id AND p.url = o.url AND p.status = 'pending'
+                  AND NOT EXISTS (SELECT 1 FROM tidebase.outbox_attempts a WHERE a.outbox_id = p.id)) THEN
+            CONTINUE;
+        END IF;
         IF o.kind = 'recovery' THEN
             SELECT * INTO r FROM tidebase.runs WHERE id = o.run_id;
             IF (o.event_type = 'run.resume'
@@ -716,7 +724,7 @@ $$;
 -- ---------------------------------------------------------------------------------------------------------------
 -- Events carry the objects they report, as they were when the event was appended (wire §5.2): the gate of gate
 -- events, the state version of state and snapshot events, the child run and edge of run.child.created, the step id
--- of a step's usage. A BEFORE INSERT trigger adds them from the rows the same transaction has just written, so no
+-- of a step's usage, the parent and edge name in a child's run.created. A BEFORE INSERT trigger adds them from the rows the same transaction has just written, so no
 -- writer has to, and the HTTP layer only renders them. Secrets never enter an event: a gate's channels keep only
 -- whether they have a secret, and a run's webhooks and recovery secret are left out.
 CREATE FUNCTION tidebase.events_objects() RETURNS trigger
@@ -742,6 +750,10 @@ BEGIN
                           WHERE r.id = NEW.payload ->> 'childRunId'),
             'edgeRecord', (SELECT to_jsonb(e) FROM tidebase.run_edges e
                             WHERE e.parent_run_id = NEW.run_id AND e.name = NEW.payload ->> 'edge'));
+    ELSIF NEW.type = 'run.created' THEN
+        NEW.payload := NEW.payload || coalesce((
+            SELECT jsonb_build_object('parentRunId', r.parent_id, 'edgeName', r.metadata ->> 'parentEdgeName')
+              FROM tidebase.runs r WHERE r.id = NEW.run_id AND r.parent_id IS NOT NULL), '{}');
     ELSIF NEW.type = 'usage.recorded' AND NEW.payload #>> '{usage,step_key}' IS NOT NULL THEN
         NEW.payload := jsonb_set(NEW.payload, '{usage,step_id}', coalesce((
             SELECT to_jsonb(s.id) FROM tidebase.steps s
@@ -752,5 +764,5 @@ END
 $$;
 CREATE TRIGGER events_objects BEFORE INSERT ON tidebase.events
     FOR EACH ROW WHEN (NEW.type IN ('gate.created', 'gate.resolved', 'state.updated', 'state.saved',
-                                    'snapshot.created', 'run.child.created', 'usage.recorded'))
+                                    'snapshot.created', 'run.child.created', 'usage.recorded', 'run.created'))
     EXECUTE FUNCTION tidebase.events_objects();
