@@ -29,6 +29,7 @@ from .errors import (
     GateAlreadyResolved,
     InputMismatch,
     NotFound,
+    RunCancelled,
     TidebaseError,
 )
 
@@ -246,7 +247,10 @@ class AsyncWire:
         return RunDetail(rows[0][0], *rows[1:])
 
     async def begin(self, run_id: str, owner: str) -> Row:
-        return await self._one("acquire_run", {"run_id": run_id, "owner": owner, "lease_ms": self.lease_ms})
+        row = await self._one("http_begin", {"run_id": run_id, "owner": owner, "lease_ms": self.lease_ms})
+        if row["status"] == "cancelled":  # cancelled just now for its deadline (committed)
+            raise RunCancelled(f"run {run_id!r} is cancelled", reason=row["cancel_reason"], run_id=run_id)
+        return row
 
     async def heartbeat(self, run_id: str, owner: str) -> Row:
         return await self._one("http_heartbeat", {"run_id": run_id, "owner": owner})

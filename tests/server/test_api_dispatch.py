@@ -162,6 +162,20 @@ def test_overdue_ready_run_is_cancelled_not_claimed(client: TestClient, sql: psy
     assert (after["status"], after["cancelReason"], after["cancelActor"]) == ("cancelled", "deadline", "reconciler")
 
 
+def test_begin_and_steps_begin_cancel_an_overdue_run(client: TestClient, sql: psycopg.Connection[Any]) -> None:
+    first = enqueue(client, deadlineMs=3_600_000)["run"]
+    second = enqueue(client, deadlineMs=3_600_000)["run"]
+    owner = claim(client, "q", limit=1)["leaseOwner"]
+    sql.execute("UPDATE tidebase.runs SET deadline_at = tidebase.now() - interval '1 ms'")
+    begun = client.post(f"/runs/{second['id']}/begin")  # the queued one: cancelled, then refused
+    assert (begun.status_code, begun.json()["code"], begun.json()["run"]["cancelReason"]) == (
+        409, "run_cancelled", "deadline")
+    step = client.post(f"/runs/{first['id']}/steps/begin", json={"name": "s", "inputHash": "h", "leaseOwner": owner})
+    assert step.json() == {"action": "cancelled"}  # the running one, met by its own holder
+    run = client.get(f"/runs/{first['id']}").json()["run"]
+    assert (run["status"], run["cancelReason"], run["cancelActor"]) == ("cancelled", "deadline", "reconciler")
+
+
 def test_schedules(client: TestClient, dsn: str, sql: psycopg.Connection[Any]) -> None:  # item 27
     r = client.put("/schedules/nightly", json={"cron": "*/15 * * * *", "workflowName": "digest", "queue": "cron"})
     schedule = r.json()["schedule"]

@@ -19,11 +19,15 @@ SELECT * FROM tidebase.http_complete_run(%(run_id)s, %(owner)s, %(result)s::json
 -- Fail the run (fenced by owner when one is given).
 SELECT * FROM tidebase.http_fail_run(%(run_id)s, %(owner)s, %(error)s::jsonb, %(failure_class)s)
 
+-- name: http_begin
+-- Take the run lease for an HTTP client: an overdue run is cancelled first (TB004 then).
+SELECT * FROM tidebase.http_begin(%(run_id)s, %(owner)s, %(lease_ms)s)
+
 -- name: http_begin_step
--- The steps/begin decision procedure; returns the action and the step.
+-- The steps/begin decision procedure, after the deadline check; returns the action and the step.
 SELECT b.action, (b.step).*
-  FROM tidebase.http_begin_step(%(run_id)s, %(owner)s, %(name)s, %(input_hash)s, %(input)s::jsonb,
-                                %(options)s::jsonb, %(contract)s::jsonb) AS b
+  FROM tidebase.http_begin_step_checked(%(run_id)s, %(owner)s, %(name)s, %(input_hash)s, %(input)s::jsonb,
+                                        %(options)s::jsonb, %(contract)s::jsonb) AS b
 
 -- name: http_complete_step
 -- Complete a step by id under the caller's leases.

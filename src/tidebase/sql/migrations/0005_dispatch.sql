@@ -766,3 +766,50 @@ CREATE TRIGGER events_objects BEFORE INSERT ON tidebase.events
     FOR EACH ROW WHEN (NEW.type IN ('gate.created', 'gate.resolved', 'state.updated', 'state.saved',
                                     'snapshot.created', 'run.child.created', 'usage.recorded', 'run.created'))
     EXECUTE FUNCTION tidebase.events_objects();
+
+-- ---------------------------------------------------------------------------------------------------------------
+-- Deadlines met by the routes (wire §7.7): begin and steps/begin apply the reconciler's deadline transition first.
+
+-- Cancels run p_run_id with reason `deadline` (actor `reconciler`) when its deadline has passed and it is not
+-- terminal; a run that completed meanwhile is left as it is. True when it cancelled the run.
+CREATE FUNCTION tidebase.cancel_if_overdue(p_run_id text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM tidebase.runs
+                WHERE id = p_run_id AND deadline_at < tidebase.now()
+                  AND status IN ('pending', 'queued', 'running', 'waiting')) THEN
+        BEGIN
+            PERFORM tidebase.cancel_run(p_run_id, 'deadline', 'reconciler');
+            RETURN true;
+        EXCEPTION WHEN SQLSTATE 'TB007' THEN
+            RETURN false;  -- completed between the check and the lock
+        END;
+    END IF;
+    RETURN false;
+END
+$$;
+
+-- Takes the run lease for an HTTP client (acquire_run), after the deadline check. An overdue run is cancelled and
+-- returned as it now is (the cancellation commits; the caller refuses it), not raised, which would roll it back.
+CREATE FUNCTION tidebase.http_begin(p_id text, p_owner text, p_lease_ms integer) RETURNS SETOF tidebase.runs
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF tidebase.cancel_if_overdue(p_id) THEN
+        RETURN QUERY SELECT * FROM tidebase.runs WHERE id = p_id;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM tidebase.acquire_run(p_id, p_owner, p_lease_ms);
+END
+$$;
+
+-- The steps/begin decision procedure (http_begin_step), after the deadline check.
+CREATE FUNCTION tidebase.http_begin_step_checked(
+    p_run_id text, p_owner text, p_name text, p_input_hash text, p_input jsonb, p_options jsonb, p_contract jsonb
+) RETURNS TABLE (action text, step tidebase.steps)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM tidebase.cancel_if_overdue(p_run_id);
+    RETURN QUERY SELECT * FROM tidebase.http_begin_step(p_run_id, p_owner, p_name, p_input_hash, p_input, p_options,
+                                                        p_contract);
+END
+$$;
