@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -34,6 +35,7 @@ from psycopg.rows import dict_row
 
 from ._version import __version__
 from .errors import NotFound, TidebaseError
+from .render import delivery_body
 from .sql import load_queries
 
 if TYPE_CHECKING:
@@ -62,8 +64,10 @@ class Dispatcher:
 
     def __init__(self, conninfo: str, *, timeout: float = 10.0, poll_interval: float = 1.0, batch: int = 32,
                  threads: int = 8, backoff: float = 1.0, recovery_secret: str | None = None,
-                 max_attempts: int | None = None) -> None:
+                 max_attempts: int | None = None, public_url: str | None = None) -> None:
         self.conninfo = conninfo
+        # base of a gate's resolveUrl in deliveries
+        self.public_url = (public_url or os.environ.get("TIDEBASE_PUBLIC_URL") or "").rstrip("/")
         self.max_attempts = max_attempts
         self.recovery_secret = recovery_secret
         self.timeout = timeout
@@ -103,6 +107,10 @@ class Dispatcher:
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(self._queries["claim_deliveries"], {"limit": free, "hold_ms": hold_ms})
             rows = cur.fetchall()
+            for row in rows:
+                if row["source"] is not None:  # first claim: render the public body once, for every try
+                    row["body"] = delivery_body(row, self.public_url)
+                    cur.execute(self._queries["set_delivery_body"], {"id": row["id"], "body": row["body"]})
         for _ in range(free - len(rows)):
             self._busy.release()
         for row in rows:

@@ -98,6 +98,10 @@ def test_failed_run_is_resumed_through_its_recovery_webhook(hooked: Server, rece
     messages = [json.loads(b) for b, _ in deliveries]
     assert [m["type"] for m in messages] == ["run.failed", "run.completed"]
     assert all(set(m) == {"type", "runId", "gateId", "deliveryId", "payload"} for m in messages)
+    failed_payload, completed_payload = (m["payload"] for m in messages)  # the objects of wire §6.2
+    assert (failed_payload["run"]["status"], failed_payload["error"]) == ("failed", {"message": "boom"})
+    assert (completed_payload["run"]["status"], completed_payload["run"]["result"]) == ("completed", "healed")
+    assert "chan-secret" not in json.dumps(messages)
     for (body, headers), message in zip(deliveries, messages, strict=True):
         assert headers["x-tidebase-delivery"] == message["deliveryId"]
         (tmp_path / "ch").write_bytes(body)
@@ -110,10 +114,10 @@ def test_unreachable_receiver_ends_failed_and_recorded(hooked: Server) -> None:
         run = http.post("/runs/wf", json={"recoveryWebhook": url}).json()["run"]
         accepted = http.post(f"/runs/{run['id']}/recover", json={"reason": "operator"})
         assert accepted.status_code == 202 and accepted.json()["recoveryAttempt"]["status"] == "pending"
-        first = wait_for(lambda: (a := http.get(f"/runs/{run['id']}").json()["recoveryAttempts"][0])["attempts"] >= 1
-                         and a)
-        if first["status"] == "pending":  # between the two tries: the error is recorded and a retry is planned
-            assert first["errorText"] and first["nextAttemptAt"] is not None
+        first = wait_for(lambda: (a := http.get(f"/runs/{run['id']}").json()["recoveryAttempts"][0])["errorText"]
+                         and a)  # the first failed try is recorded
+        if first["status"] == "pending":  # between the two tries: a retry is planned
+            assert first["attempts"] >= 1 and first["nextAttemptAt"] is not None
         final = wait_for(lambda: (a := http.get(f"/runs/{run['id']}").json()["recoveryAttempts"][0])["status"]
                          == "failed" and a, timeout=20)
         events = [e for e in http.get(f"/runs/{run['id']}").json()["events"] if e["type"] == "recovery.failed"]

@@ -41,7 +41,11 @@ def test_gate_created_delivery_carries_the_token_and_resolution_reaches_gate_cha
         wait_until(lambda: len(endpoint.received) == 2, "both gate.created deliveries")
         created = [json.loads(body) for _, body, _ in endpoint.received]
         assert {m["type"] for m in created} == {"gate.created"}
-        tokens = {m["payload"]["resolveToken"] for m in created}
+        # the public gate of wire §6.2: its token and resolve URL travel in gate.created, and only there
+        assert {m["payload"]["gate"]["status"] for m in created} == {"pending"}
+        assert all(m["payload"]["gate"]["resolveUrl"].endswith("/resolve") for m in created)
+        assert all(m["deliveryId"].startswith("del_") and m["gateId"] for m in created)
+        tokens = {m["payload"]["gate"]["resolveToken"] for m in created}
         assert len(tokens) == 1
         token = tokens.pop()
         secrets = sorted(s for _, body, h in endpoint.received for s in ("gate-secret", "run-secret")
@@ -54,7 +58,8 @@ def test_gate_created_delivery_carries_the_token_and_resolution_reaches_gate_cha
         dispatcher.stop()
     resolved = [json.loads(body) for _, body, _ in endpoint.received[2:]]
     assert [m["type"] for m in resolved] == ["gate.resolved", "gate.resolved"]
-    assert all("resolveToken" not in m["payload"] for m in resolved)
+    assert all(m["payload"]["gate"]["resolveToken"] is None for m in resolved)
+    assert {m["payload"]["gate"]["decision"] for m in resolved} == {"approved"}
     dump = db.execute("SELECT string_agg(payload::text, '') FROM tidebase.events").fetchone()
     gates = db.execute("SELECT string_agg(g::text, '') FROM tidebase.gates g").fetchone()
     assert dump is not None and gates is not None

@@ -86,7 +86,8 @@ def test_channel_webhook_is_signed_and_delivered_after_commit(dsn: str, endpoint
     _, body, headers = endpoint.received[0]
     assert verify_webhook_signature(body, headers["x-tidebase-signature"], "k")
     message = json.loads(body)
-    assert message["type"] == "run.completed" and message["runId"] == run.id and message["payload"]["result"] == 42
+    assert message["type"] == "run.completed" and message["runId"] == run.id
+    assert message["payload"]["run"]["result"] == 42
     with psycopg.connect(dsn) as conn:
         wait_until(lambda: conn.execute("SELECT status FROM tidebase.outbox").fetchall() == [("delivered",)],
                    "the outcome to be recorded")

@@ -23,13 +23,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tidebase import render
 from tidebase._config import resolve_dsn
 from tidebase._db_async import AsyncDatabase
 from tidebase.errors import DatabaseError, TidebaseError
 from tidebase.migrate_async import ensure_schema
 from tidebase.wire_async import AsyncWire
 
-from . import openapi, render, routes_gates, routes_queues, routes_runs, routes_state, routes_steps, sse
+from . import openapi, routes_gates, routes_queues, routes_runs, routes_state, routes_steps, sse
 from .background import background
 from .common import Services, path, services
 from .errors import WITH_RUN, invalid, lookup
@@ -163,7 +164,8 @@ def create_app(settings: Settings | None = None) -> Any:
                 async with background(dsn, db.pool, enabled=cfg.reconciler, period_ms=cfg.reconcile_ms,
                                       lease_ms=cfg.lease_ms, webhook_secret=cfg.webhook_secret,
                                       webhook_timeout_ms=cfg.webhook_timeout_ms,
-                                      webhook_max_attempts=cfg.webhook_max_attempts):
+                                      webhook_max_attempts=cfg.webhook_max_attempts,
+                                      public_url=cfg.public_url):
                     yield
             finally:
                 await bell.stop()

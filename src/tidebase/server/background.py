@@ -35,7 +35,8 @@ async def _reconcile_forever(reconciler: AsyncReconciler, period: float) -> None
 @contextlib.asynccontextmanager
 async def background(dsn: str, pool: AsyncConnectionPool[Any], *, enabled: bool, period_ms: int,
                      lease_ms: int, webhook_secret: str | None = None,
-                     webhook_timeout_ms: int = 10000, webhook_max_attempts: int = 10) -> AsyncIterator[None]:
+                     webhook_timeout_ms: int = 10000, webhook_max_attempts: int = 10,
+                     public_url: str | None = None) -> AsyncIterator[None]:
     """Runs the reconciler (every `period_ms`) and the webhook dispatcher while the server is up."""
     if not enabled:
         yield
@@ -44,7 +45,7 @@ async def background(dsn: str, pool: AsyncConnectionPool[Any], *, enabled: bool,
     task = asyncio.create_task(_reconcile_forever(AsyncReconciler(tide, interval=period_ms / 1000),
                                                   period_ms / 1000), name="tidebase-reconciler")
     dispatcher = Dispatcher(dsn, recovery_secret=webhook_secret, timeout=webhook_timeout_ms / 1000,
-                            max_attempts=webhook_max_attempts, poll_interval=0.5)
+                            max_attempts=webhook_max_attempts, poll_interval=0.5, public_url=public_url)
     dispatcher.start()
     try:
         yield

@@ -6,7 +6,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from . import render
+from tidebase import render
+
 from .common import answer, body, path, services
 
 

@@ -10,9 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tidebase import _base
+from tidebase import _base, render
 
-from . import render
 from .common import answer, body, path, query, services
 from .errors import invalid
 from .schemas import Field, check

@@ -8,9 +8,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tidebase import render
 from tidebase.wire_async import StepNotFound
 
-from . import render
 from .common import answer, body, path, query, services
 from .errors import invalid
 from .schemas import Field, check

@@ -8,9 +8,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tidebase import render
 from tidebase.errors import ManualReviewRequired
 
-from . import render
 from .common import answer, body, path, services
 from .errors import HttpError
 

@@ -21,10 +21,9 @@ from collections.abc import AsyncIterator
 
 import psycopg
 
+from tidebase import render
 from tidebase.sql import load_queries
 from tidebase.wire_async import AsyncWire
-
-from . import render
 
 log = logging.getLogger("tidebase.server")
 POLL_S = 5.0

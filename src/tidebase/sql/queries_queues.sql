@@ -136,6 +136,10 @@ SELECT r.status AS previous_status, (SELECT id FROM u) AS requeued, pg_notify('t
 -- Claim up to `limit` due webhook deliveries, held for `hold_ms` while this dispatcher delivers them.
 SELECT * FROM tidebase.claim_deliveries(%(limit)s, %(hold_ms)s)
 
+-- name: set_delivery_body
+-- Keep the rendered body of a delivery for every try, and drop what it was rendered from.
+UPDATE tidebase.outbox SET body = %(body)s, source = NULL WHERE id = %(id)s
+
 -- name: record_delivery
 -- Record one delivery try and its outcome (delivered, retried after `retry_ms`, or failed for good).
 SELECT tidebase.record_delivery(%(id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s,

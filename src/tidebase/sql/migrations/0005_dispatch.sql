@@ -47,7 +47,8 @@ ALTER TABLE tidebase.outbox
     ADD COLUMN gate_id        text,
     ADD COLUMN http_status    integer,
     ADD COLUMN response_body  text,
-    ADD COLUMN completed_at   timestamptz;
+    ADD COLUMN completed_at   timestamptz,
+    ADD COLUMN source         jsonb;
 UPDATE tidebase.outbox
    SET public_id = tidebase.new_id(CASE kind WHEN 'recovery' THEN 'rec_' ELSE 'del_' END),
        completed_at = CASE WHEN status <> 'pending' THEN coalesce(delivered_at, tidebase.now()) END;
@@ -138,16 +139,45 @@ BEGIN
 END
 $$;
 
+-- The gate row as a document without secrets: no token hash, and its channels say only whether they have one.
+CREATE FUNCTION tidebase.gate_document(p_gate_id text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT (to_jsonb(g) - 'token_hash' - 'channels')
+           || jsonb_build_object('channels', coalesce((
+                  SELECT jsonb_agg((c - 'secret') || jsonb_build_object('hasSecret', c ? 'secret'))
+                    FROM jsonb_array_elements(g.channels) c), '[]'))
+      FROM tidebase.gates g WHERE g.id = p_gate_id
+$$;
+
+-- What a channel delivery of event p_type reports, captured when the event commits: the event's payload plus the
+-- run (run.* types), the step (step.failed) or the gate (gate.* types) as they are now, without secrets. The
+-- dispatcher renders the public body from it once, before the first try (tidebase.render), and keeps that body for
+-- every retry.
+CREATE FUNCTION tidebase.delivery_source(p_run_id text, p_type text, p_payload jsonb) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('payload', p_payload)
+           || CASE WHEN p_type IN ('run.completed', 'run.failed', 'run.cancelled') THEN jsonb_build_object('run', (
+                       SELECT to_jsonb(r) - 'webhooks' - 'recovery_secret' FROM tidebase.runs r WHERE r.id = p_run_id))
+                   WHEN p_type = 'step.failed' THEN jsonb_build_object('step', (
+                       SELECT to_jsonb(s) FROM tidebase.steps s
+                        WHERE s.run_id = p_run_id AND s.id = p_payload ->> 'stepId'))
+                   WHEN p_type IN ('gate.created', 'gate.resolved') THEN
+                       jsonb_build_object('gate', tidebase.gate_document(p_payload ->> 'gateId'))
+                   ELSE '{}'::jsonb END
+$$;
+
 -- Channel webhooks only: recovery webhooks are decided explicitly (schedule_recovery), never by event type. A
 -- channel's filter is its `only` list when present (channels of the HTTP API with no `events`: the delivered types),
--- else its `events`, where an empty list means every type. Body: {type, runId, gateId, deliveryId, payload} (wire §6.2),
--- where payload is the event's payload.
+-- else its `events`, where an empty list means every type. Body: {type, runId, gateId, deliveryId, payload} (wire §6.2);
+-- the body written here carries the event's payload as stored, and the dispatcher replaces it with the public form
+-- rendered from `source` before the first try.
 CREATE OR REPLACE FUNCTION tidebase.queue_webhooks(p_run_id text, p_hooks jsonb, p_type text, p_payload jsonb)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     h jsonb;
     v_id text;
+    v_source jsonb;
 BEGIN
     IF p_hooks IS NULL OR jsonb_array_length(p_hooks) = 0 THEN
         RETURN;
@@ -156,12 +186,13 @@ BEGIN
         IF coalesce(h ->> 'kind', 'channel') = 'channel' AND EXISTS (
                SELECT 1 FROM jsonb_array_elements_text(coalesce(h -> 'only', nullif(h -> 'events', '[]'), '["*"]')) f
                 WHERE f = '*' OR f = p_type OR (f LIKE '%.*' AND p_type LIKE left(f, -1) || '%')) THEN
+            v_source := coalesce(v_source, tidebase.delivery_source(p_run_id, p_type, p_payload));
             v_id := tidebase.new_id('del_');
-            INSERT INTO tidebase.outbox (run_id, kind, event_type, url, secret, body, gate_id, public_id)
+            INSERT INTO tidebase.outbox (run_id, kind, event_type, url, secret, body, gate_id, public_id, source)
             VALUES (p_run_id, 'channel', p_type, h ->> 'url', h ->> 'secret',
                     jsonb_build_object('type', p_type, 'runId', p_run_id, 'gateId', p_payload ->> 'gateId',
                                        'deliveryId', v_id, 'payload', p_payload)::text,
-                    p_payload ->> 'gateId', v_id);
+                    p_payload ->> 'gateId', v_id, v_source);
         END IF;
     END LOOP;
 END
@@ -731,12 +762,8 @@ CREATE FUNCTION tidebase.events_objects() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.type IN ('gate.created', 'gate.resolved') THEN
-        NEW.payload := NEW.payload || jsonb_build_object('gate', (
-            SELECT (to_jsonb(g) - 'token_hash' - 'channels')
-                   || jsonb_build_object('channels', coalesce((
-                          SELECT jsonb_agg((c - 'secret') || jsonb_build_object('hasSecret', c ? 'secret'))
-                            FROM jsonb_array_elements(g.channels) c), '[]'))
-              FROM tidebase.gates g WHERE g.id = NEW.payload ->> 'gateId'));
+        NEW.payload := NEW.payload
+                       || jsonb_build_object('gate', tidebase.gate_document(NEW.payload ->> 'gateId'));
     ELSIF NEW.type IN ('state.updated', 'state.saved', 'snapshot.created') THEN
         NEW.payload := NEW.payload || jsonb_build_object('stateVersion', (
             SELECT (to_jsonb(v) - 'value' - 'patch' - 'metadata') || jsonb_build_object('stream_id', s.id)

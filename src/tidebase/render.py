@@ -219,3 +219,33 @@ def schedule(row: Row) -> dict[str, Any]:
         "nextRunAt": ts(row["next_fire_at"]), "lastEnqueuedAt": ts(row.get("last_enqueued_at")),
         "createdAt": ts(row["created_at"]), "updatedAt": ts(row["updated_at"]),
     }
+
+
+def delivery_body(row: Row, public_url: str) -> str:
+    """The body of a channel delivery (wire §6.2), `{type, runId, gateId, deliveryId, payload}`, rendered from what
+    its outbox row captured when the event committed (`source`): the run for run.*, the step for step.failed, the
+    state for state.updated, the gate for gate.* (with the resolve token only in gate.created). Other types carry
+    the event's public payload. Rendered once; every try sends these bytes."""
+    type_ = row["event_type"]
+    source = row["source"] or {}
+    data = source.get("payload") or {}
+    out: dict[str, Any]
+    if type_ in ("run.completed", "run.cancelled") and source.get("run"):
+        out = {"run": run(source["run"])}
+    elif type_ == "run.failed" and source.get("run"):
+        out = {"run": run(source["run"]), "error": source["run"].get("error")}
+    elif type_ == "step.failed" and source.get("step"):
+        out = {"step": step(source["step"]), "retryable": data.get("retryable"),
+               "resumeDecision": data.get("resumeDecision"), "error": data.get("error")}
+    elif type_ == "state.updated" and isinstance(data.get("stateVersion"), dict):
+        v = data["stateVersion"]
+        out = {"state": {"runId": v["run_id"], "stream": v["stream"], "value": data.get("value"),
+                         "version": v["version"], "updatedAt": ts(v["created_at"])},
+               "stateVersion": public_version(v)}
+    elif type_ in ("gate.created", "gate.resolved") and source.get("gate"):
+        token = data.get("resolveToken") if type_ == "gate.created" else None
+        out = {"gate": gate(source["gate"], public_url, token)}
+    else:
+        out = payload(type_, data, public_url)
+    return json.dumps({"type": type_, "runId": row["run_id"], "gateId": row["gate_id"],
+                       "deliveryId": row["public_id"], "payload": out}, separators=(",", ":"), ensure_ascii=False)
