@@ -135,6 +135,8 @@ class Dispatcher:
             headers = {"content-type": "application/json", "user-agent": USER_AGENT,
                        "x-tidebase-delivery": row["public_id"], "x-tidebase-attempt": str(row["attempts"]),
                        "x-tidebase-event": row["event_type"]}
+            if row.get("event_seq") is not None:
+                headers["x-tidebase-event-seq"] = str(row["event_seq"])
             secret = row["secret"] or (self.recovery_secret if row["kind"] == "recovery" else None)
             if secret:
                 headers[SIGNATURE_HEADER] = sign(body, secret)

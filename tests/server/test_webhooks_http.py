@@ -104,6 +104,8 @@ def test_failed_run_is_resumed_through_its_recovery_webhook(hooked: Server, rece
     assert "chan-secret" not in json.dumps(messages)
     for (body, headers), message in zip(deliveries, messages, strict=True):
         assert headers["x-tidebase-delivery"] == message["deliveryId"]
+        assert headers["x-tidebase-event-seq"] == str(next(
+            e["seq"] for e in detail["events"] if e["type"] == message["type"]))
         (tmp_path / "ch").write_bytes(body)
         assert sdk("verify", str(tmp_path / "ch"), headers["x-tidebase-signature"], "chan-secret") == {"valid": True}
 

@@ -48,7 +48,8 @@ ALTER TABLE tidebase.outbox
     ADD COLUMN http_status    integer,
     ADD COLUMN response_body  text,
     ADD COLUMN completed_at   timestamptz,
-    ADD COLUMN source         jsonb;
+    ADD COLUMN source         jsonb,
+    ADD COLUMN event_seq      bigint;
 UPDATE tidebase.outbox
    SET public_id = tidebase.new_id(CASE kind WHEN 'recovery' THEN 'rec_' ELSE 'del_' END),
        completed_at = CASE WHEN status <> 'pending' THEN coalesce(delivered_at, tidebase.now()) END;
@@ -120,6 +121,23 @@ BEGIN
 END
 $$;
 
+-- The run trigger of version 4, passing each event's seq to its deliveries.
+CREATE OR REPLACE FUNCTION tidebase.runs_webhooks() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    e tidebase.events%ROWTYPE;
+    v_from bigint := CASE WHEN TG_OP = 'INSERT' THEN 0 ELSE OLD.event_seq END;
+BEGIN
+    FOR e IN SELECT * FROM tidebase.events
+              WHERE run_id = NEW.id AND seq > v_from AND seq <= NEW.event_seq ORDER BY seq LOOP
+        IF e.type <> 'gate.created' THEN  -- queued by begin_gate_v2, which alone knows the resolve token
+            PERFORM tidebase.queue_webhooks(NEW.id, NEW.webhooks, e.type, e.payload, e.seq);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
 -- Manual recovery (POST /runs/:id/recover): T-check under the run lock, then a run.resume webhook. No row when the
 -- run has no recovery webhook.
 CREATE FUNCTION tidebase.request_recovery(p_run_id text, p_reason text) RETURNS SETOF tidebase.outbox
@@ -170,9 +188,12 @@ $$;
 -- channel's filter is its `only` list when present (channels of the HTTP API with no `events`: the delivered types),
 -- else its `events`, where an empty list means every type. Body: {type, runId, gateId, deliveryId, payload} (wire §6.2);
 -- the body written here carries the event's payload as stored, and the dispatcher replaces it with the public form
--- rendered from `source` before the first try.
-CREATE OR REPLACE FUNCTION tidebase.queue_webhooks(p_run_id text, p_hooks jsonb, p_type text, p_payload jsonb)
-RETURNS void
+-- rendered from `source` before the first try. p_seq is the event's seq (the x-tidebase-event-seq header) when the
+-- caller knows it. Callers of the four-argument version (version 4's functions) resolve to this one.
+DROP FUNCTION tidebase.queue_webhooks(text, jsonb, text, jsonb);
+CREATE FUNCTION tidebase.queue_webhooks(
+    p_run_id text, p_hooks jsonb, p_type text, p_payload jsonb, p_seq bigint DEFAULT NULL
+) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     h jsonb;
@@ -188,11 +209,12 @@ BEGIN
                 WHERE f = '*' OR f = p_type OR (f LIKE '%.*' AND p_type LIKE left(f, -1) || '%')) THEN
             v_source := coalesce(v_source, tidebase.delivery_source(p_run_id, p_type, p_payload));
             v_id := tidebase.new_id('del_');
-            INSERT INTO tidebase.outbox (run_id, kind, event_type, url, secret, body, gate_id, public_id, source)
+            INSERT INTO tidebase.outbox (run_id, kind, event_type, url, secret, body, gate_id, public_id, source,
+                                         event_seq)
             VALUES (p_run_id, 'channel', p_type, h ->> 'url', h ->> 'secret',
                     jsonb_build_object('type', p_type, 'runId', p_run_id, 'gateId', p_payload ->> 'gateId',
                                        'deliveryId', v_id, 'payload', p_payload)::text,
-                    p_payload ->> 'gateId', v_id, v_source);
+                    p_payload ->> 'gateId', v_id, v_source, p_seq);
         END IF;
     END LOOP;
 END
