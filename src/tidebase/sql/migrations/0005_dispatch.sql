@@ -1,5 +1,5 @@
--- Tidebase schema, version 5: pull and push dispatch, recovery webhooks and schedules as the HTTP API states them
--- (wire-api.md §4.26-4.31, §6.1, §7.7).
+-- Tidebase schema, version 5: pull and push dispatch, recovery webhooks, channel deliveries, event objects and
+-- schedules as the HTTP API states them (wire-api.md §4.26-4.31, §5.2, §6, §7.7).
 --
 -- *Claims* lock every named queue's config row in one canonical (sorted) order before taking anything, so two
 -- claimers that list overlapping queues in different orders cannot deadlock; runs are then taken queue by queue in
@@ -17,6 +17,11 @@
 -- *Lease expiry* of a queued run requeues it (with backoff) while it has attempts left, counting at least 10: a crash
 -- is not a workflow failure, but a run that keeps killing its workers ends `failed` (`max_retries`) instead of being
 -- requeued forever. Events take the names of the HTTP API: run.enqueued, run.claimed, run.requeued.
+--
+-- *Channel deliveries* capture, at commit, the objects their event reports (delivery_source); the dispatcher renders
+-- the public body once before the first try. A first try waits until every earlier delivery of the run to the same
+-- URL has had its own. *Events* carry the objects they report (events_objects), so the HTTP API can show their public
+-- forms. *Deadlines* are applied by begin and steps/begin too, not only by the reconciler.
 
 ALTER TABLE tidebase.runs
     ADD COLUMN claimed_at        timestamptz,
