@@ -32,19 +32,30 @@ def sdk_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def sdk(sdk_path: Path, server: Server, tmp_path: Path) -> Callable[..., Any]:
-    """Runs a scenario of sdk/flows.py with the upstream SDK against the server; returns its JSON output."""
+def sdk_at(sdk_path: Path, tmp_path: Path) -> Callable[..., Any]:
+    """Runs a scenario of sdk/flows.py with the upstream SDK against the server at `url`; returns its JSON output."""
 
-    def run(name: str, *args: str, check: bool = True, timeout: float = 60, url: str | None = None) -> Any:
+    def run(name: str, *args: str, url: str, check: bool = True, timeout: float = 60,
+            api_key: str | None = None) -> Any:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEBASE_")}
         env["PYTHONPATH"] = str(sdk_path)
-        if server.api_key:
-            env["TB_TEST_API_KEY"] = server.api_key
-        done = subprocess.run([sys.executable, str(FLOWS), name, url or server.url, *args], env=env,
+        if api_key:
+            env["TB_TEST_API_KEY"] = api_key
+        done = subprocess.run([sys.executable, str(FLOWS), name, url, *args], env=env,
                               cwd=tmp_path, capture_output=True, timeout=timeout, check=False)
         if check and done.returncode != 0:
             raise AssertionError(f"{name} exited {done.returncode}: {done.stderr.decode()[-3000:]}")
         lines = done.stdout.decode().strip().splitlines()
         return json.loads(lines[-1]) if lines else {"returncode": done.returncode}
+
+    return run
+
+
+@pytest.fixture
+def sdk(sdk_at: Callable[..., Any], server: Server) -> Callable[..., Any]:
+    """Runs a scenario of sdk/flows.py with the upstream SDK against the `server` fixture (or `url`)."""
+
+    def run(name: str, *args: str, check: bool = True, timeout: float = 60, url: str | None = None) -> Any:
+        return sdk_at(name, *args, url=url or server.url, check=check, timeout=timeout, api_key=server.api_key)
 
     return run

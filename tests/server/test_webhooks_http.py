@@ -68,8 +68,14 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_failed_run_is_resumed_through_its_recovery_webhook(hooked: Server, receiver: Receiver, sdk: Any,
+def test_failed_run_is_resumed_through_its_recovery_webhook(hooked: Server, receiver: Receiver, sdk_at: Any,
                                                             tmp_path: Path) -> None:
+    """One server process only: every replica's dispatcher delivers from the shared outbox, so a second process
+    without TIDEBASE_WEBHOOK_SECRET would send some webhooks unsigned (replicas must share the secret)."""
+
+    def sdk(name: str, *args: str) -> Any:
+        return sdk_at(name, *args, url=hooked.url)
+
     with hooked.client() as http:
         run = http.post("/runs/healing", json={"recoveryWebhook": receiver.url + "/resume", "channels": [
             {"url": receiver.url + "/ch", "secret": "chan-secret", "events": ["run.failed", "run.completed"]}]}
@@ -86,7 +92,7 @@ def test_failed_run_is_resumed_through_its_recovery_webhook(hooked: Server, rece
         assert sdk("verify", str(tmp_path / "body"), headers["x-tidebase-signature"], SECRET) == {"valid": True}
         assert sdk("verify", str(tmp_path / "body"), headers["x-tidebase-signature"], "wrong") == {"valid": False}
         # the receiver's job: resume the run with the SDK (wire §6.1: it runs the workflow before answering)
-        assert sdk("finish", run["id"], url=hooked.url) == {"result": "healed"}
+        assert sdk("finish", run["id"]) == {"result": "healed"}
         detail = wait_for(lambda: (d := http.get(f"/runs/{run['id']}").json())["recoveryAttempts"][0]["status"]
                           == "delivered" and d)
     assert detail["run"]["status"] == "completed"
