@@ -69,7 +69,9 @@ class Dispatcher:
         # base of a gate's resolveUrl in deliveries
         self.public_url = (public_url or os.environ.get("TIDEBASE_PUBLIC_URL") or "").rstrip("/")
         self.max_attempts = max_attempts
-        self.recovery_secret = recovery_secret
+        # signs recovery and invoke webhooks that carry no secret of their own; every process that delivers from
+        # one database needs the same one
+        self.recovery_secret = recovery_secret or os.environ.get("TIDEBASE_WEBHOOK_SECRET") or None
         self.timeout = timeout
         self.poll_interval = poll_interval
         self.batch = batch
