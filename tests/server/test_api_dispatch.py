@@ -264,7 +264,7 @@ def test_automatic_recoveries_are_spaced_and_single(client: TestClient, sql: psy
     client.post(f"/runs/{run['id']}/fail", json={"error": {"message": "z"}, "leaseOwner": owner})
     attempts = client.get(f"/runs/{run['id']}").json()["recoveryAttempts"]
     assert len(attempts) == 2
-    assert attempts[1]["nextAttemptAt"] >= attempts[0]["createdAt"][:17]  # the second waits 60 s after the first
+    # the second waits 60 s after the first was created
     spaced = sql.execute("SELECT extract(epoch FROM o2.next_attempt_at - o1.created_at) FROM tidebase.outbox o1, "
                          "tidebase.outbox o2 WHERE o1.run_id = %s AND o2.run_id = o1.run_id AND o2.id > o1.id",
                          (run["id"],)).fetchone()

@@ -134,29 +134,22 @@ def test_concurrent_enqueues_one_dedupe_key_create_one_run(server: Server) -> No
     assert [r["id"] for r in runs_of(server, "dd")] == list(ids)
 
 
-def test_concurrent_claims_take_disjoint_runs_up_to_the_concurrency_cap(calm_server: Server) -> None:
+@pytest.mark.parametrize(("queue", "config", "cap"), [("capped", {"concurrency": 5}, 5),
+                                                     ("rated", {"ratePerMinute": 4}, 4)])
+def test_concurrent_claims_take_disjoint_runs_up_to_the_cap(calm_server: Server, queue: str,
+                                                            config: dict[str, int], cap: int) -> None:
+    """8 claims of up to 3 runs race on 20 ready runs: they get disjoint runs, exactly `cap` in all, whether the cap
+    is the queue's concurrency or its rate."""
     server = calm_server
-    configure(server, "capped", {"concurrency": 5})
-    enqueue_many(server, "capped", 20)
-    taken = claimed(race(server, claim_calls("capped", 3)))
+    configure(server, queue, config)
+    enqueue_many(server, queue, 20)
+    taken = claimed(race(server, claim_calls(queue, 3)))
     ids = [run_id for run_id, _ in taken]
-    assert len(ids) == len(set(ids)) == 5
-    running = runs_of(server, "capped", "running")
+    assert len(ids) == len(set(ids)) == cap
+    running = runs_of(server, queue, "running")
     assert sorted((r["id"], r["leaseOwner"]) for r in running) == sorted(taken)
-    assert len(runs_of(server, "capped", "queued")) == 15
-    assert claimed(race(server, claim_calls("capped", 3)[:1])) == []  # the cap still holds afterwards
-
-
-def test_concurrent_claims_stop_at_the_rate_cap(calm_server: Server) -> None:
-    server = calm_server
-    configure(server, "rated", {"ratePerMinute": 4})
-    enqueue_many(server, "rated", 20)
-    taken = claimed(race(server, claim_calls("rated", 3)))
-    ids = [run_id for run_id, _ in taken]
-    assert len(ids) == len(set(ids)) == 4
-    assert sorted(r["id"] for r in runs_of(server, "rated", "running")) == sorted(ids)
-    assert len(runs_of(server, "rated", "queued")) == 16
-    assert claimed(race(server, claim_calls("rated", 3)[:1])) == []
+    assert len(runs_of(server, queue, "queued")) == 20 - cap
+    assert claimed(race(server, claim_calls(queue, 3)[:1])) == []  # the cap still holds afterwards
 
 
 CLAIM_SESSIONS = """

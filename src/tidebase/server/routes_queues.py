@@ -39,8 +39,7 @@ async def enqueue(request: Request) -> JSONResponse:
 async def claim(request: Request) -> JSONResponse:
     b = await body(request, "claim")
     owner = b.get("leaseOwner") or str(uuid.uuid4())
-    queues = list(dict.fromkeys(b["queues"]))  # duplicates ignored, first position kept
-    rows = await services(request).wire.claim(queues, owner, b.get("limit", 1))
+    rows = await services(request).wire.claim(b["queues"], owner, b.get("limit", 1))  # SQL ignores duplicates
     return answer({"runs": [render.run(r) for r in rows], "leaseOwner": owner})
 
 

@@ -143,21 +143,12 @@ BEGIN
 END
 $$;
 
--- Manual recovery (POST /runs/:id/recover): T-check under the run lock, then a run.resume webhook. No row when the
--- run has no recovery webhook.
+-- Manual recovery (POST /runs/:id/recover): the run row locked, terminal runs refused (lock_run: TB001, TB004,
+-- TB007), then a run.resume webhook. No row when the run has no recovery webhook.
 CREATE FUNCTION tidebase.request_recovery(p_run_id text, p_reason text) RETURNS SETOF tidebase.outbox
 LANGUAGE plpgsql AS $$
-DECLARE
-    r tidebase.runs%ROWTYPE;
 BEGIN
-    SELECT * INTO r FROM tidebase.runs WHERE id = p_run_id FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'run % not found', p_run_id USING ERRCODE = 'TB001';
-    ELSIF r.status = 'cancelled' THEN
-        RAISE EXCEPTION 'run % is cancelled', p_run_id USING ERRCODE = 'TB004', DETAIL = coalesce(r.cancel_reason, '');
-    ELSIF r.status = 'completed' THEN
-        RAISE EXCEPTION 'run % is already completed', p_run_id USING ERRCODE = 'TB007';
-    END IF;
+    PERFORM tidebase.lock_run(p_run_id, NULL);
     RETURN QUERY SELECT * FROM tidebase.schedule_recovery(p_run_id, p_reason, false);
 END
 $$;
@@ -332,6 +323,19 @@ BEGIN
 END
 $$;
 
+-- Up to p_limit ready runs of queue p_queue (and workflows; NULL = any), locked, in claim order: priority, then
+-- availability, creation, id (the order of index runs_queue_due). Rows other sessions hold are skipped.
+CREATE FUNCTION tidebase.ready_runs(p_queue text, p_now timestamptz, p_limit integer, p_workflows text[])
+RETURNS SETOF text
+LANGUAGE sql AS $$
+    SELECT id FROM tidebase.runs
+     WHERE status = 'queued' AND queue = p_queue AND available_at <= p_now
+       AND (p_workflows IS NULL OR workflow = ANY (p_workflows))
+     ORDER BY priority DESC, available_at, created_at, id
+     LIMIT p_limit
+       FOR UPDATE SKIP LOCKED
+$$;
+
 -- Claims up to p_limit due runs of the given queues (and workflows; NULL = any) for p_owner: config rows locked in
 -- sorted order first, then queues served in the caller's order under their caps; runs taken by priority, then
 -- availability, with SKIP LOCKED; each gets a new fencing token and lease, attempt + 1, claimed_at, and run.claimed.
@@ -359,12 +363,7 @@ BEGIN
         v_n := least(v_left, tidebase.queue_capacity(c, v_now));
         CONTINUE WHEN v_n <= 0;
         -- one row at a time, in claim order, so the answer lists the runs in the order they were taken
-        FOR v_id IN SELECT id FROM tidebase.runs
-                     WHERE status = 'queued' AND queue = q AND available_at <= v_now
-                       AND (p_workflows IS NULL OR workflow = ANY (p_workflows))
-                     ORDER BY priority DESC, available_at, created_at, id
-                     LIMIT v_n
-                       FOR UPDATE SKIP LOCKED LOOP
+        FOR v_id IN SELECT * FROM tidebase.ready_runs(q, v_now, v_n, p_workflows) LOOP
             UPDATE tidebase.runs
                SET status = 'running', lease_owner = p_owner, fencing_token = fencing_token + 1,
                    lease_ms = coalesce(p_lease_ms, lease_ms),
@@ -408,11 +407,7 @@ BEGIN
         FOR r IN
             UPDATE tidebase.runs
                SET available_at = v_now + interval '60 seconds', claimed_at = v_now, updated_at = v_now
-             WHERE id IN (SELECT id FROM tidebase.runs
-                           WHERE status = 'queued' AND queue = c.queue AND available_at <= v_now
-                           ORDER BY priority DESC, available_at, created_at, id
-                           LIMIT v_n
-                             FOR UPDATE SKIP LOCKED)
+             WHERE id IN (SELECT * FROM tidebase.ready_runs(c.queue, v_now, v_n, NULL))
             RETURNING *
         LOOP
             INSERT INTO tidebase.outbox (run_id, kind, event_type, url, secret, body, public_id, reason)
