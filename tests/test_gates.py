@@ -316,7 +316,8 @@ def test_gates_are_fenced_by_the_lease_and_by_cancellation(
     tide: Tidebase, db: psycopg.Connection[Any]
 ) -> None:
     """A holder whose lease was taken over cannot open a gate (LeaseLost), a cancelled run cannot either
-    (RunCancelled), and a cancelled run's gate (canceled with it) cannot be resolved; none of this writes a gate."""
+    (RunCancelled), and a cancelled run's gate (canceled with it) cannot be resolved (GateAlreadyResolved with
+    decision `canceled`); none of this writes a gate."""
 
     def zombie(run: Any, input: Any) -> Any:
         db.execute("UPDATE tidebase.runs SET fencing_token = fencing_token + 1 WHERE id = %s", (run.run_id,))
@@ -332,8 +333,9 @@ def test_gates_are_fenced_by_the_lease_and_by_cancellation(
         tide.run("w", cancelled, run_id="f-2")
     assert count(db, "SELECT count(*) FROM tidebase.gates WHERE run_id IN ('f-1', 'f-2')") == 0
     gate_id = suspend_at_gate(tide, "f-3")
-    tide.runs.cancel("f-3")
-    with pytest.raises(RunCancelled):
+    tide.runs.cancel("f-3", actor="ops")
+    with pytest.raises(GateAlreadyResolved) as info:
         tide.gates.resolve(gate_id, "approved")
+    assert (info.value.decision, info.value.actor) == ("canceled", "ops")
     gate = tide.gates.get(gate_id)
     assert (gate.status, gate.run_status) == ("canceled", "cancelled")

@@ -20,6 +20,7 @@ PACKAGE = ROOT / "src" / "tidebase"
 SOURCES = [PACKAGE / name for name in (
     "_db_async.py", "migrate_async.py", "run_async.py", "engine_async.py", "gates_async.py", "children_async.py",
     "ledger_async.py", "queues_async.py", "schedules_async.py", "reconciler_async.py", "worker_async.py",
+    "insights_async.py",
 )]
 SOURCES += [ROOT / "tests" / name for name in (
     "test_runs_async.py", "test_gates_async.py", "test_children_async.py", "test_ledger_async.py",
@@ -47,6 +48,7 @@ RULES: list[tuple[str, str]] = [
     (r"\bALock\b", "Lock"),
     (r"\bAEvent\b", "Event"),
     (r"\bacall\b", "call"),
+    (r"\bacheck_fn\b", "check_fn"),
     (r"\baevent_wait\b", "event_wait"),
     (r"\baspawn\b", "spawn"),
     (r"\bajoin\b", "join"),
@@ -57,11 +59,12 @@ RULES: list[tuple[str, str]] = [
     (r"\bAsyncUsage\b", "Usage"),
     (r"\bAsyncSnapshots\b", "Snapshots"),
     (r"\b(gates|children|ledger)_async\b", r"\1"),
-    (r"\b(queues|schedules|reconciler|worker)_async\b", r"\1"),
+    (r"\b(queues|schedules|reconciler|worker|insights)_async\b", r"\1"),
     (r"\bAsyncQueues\b", "Queues"),
     (r"\bAsyncSchedules\b", "Schedules"),
     (r"\bAsyncReconciler\b", "Reconciler"),
     (r"\bAsyncWorker\b", "Worker"),
+    (r"\bAsyncInsights\b", "Insights"),
     (r"\batide\b", "tide"),
     (r"\btidebase\.aio\b", "tidebase"),
     (r"\(async source; (\S+) is generated from it\)", r"(generated from the async source)"),

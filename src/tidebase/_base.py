@@ -46,11 +46,6 @@ def new_step_id() -> str:
     return "step_" + uuid.uuid4().hex
 
 
-def new_owner(label: str) -> str:
-    """A lease owner unique to one acquisition: fencing identity, not a secret."""
-    return f"{label}:{uuid.uuid4().hex[:12]}"
-
-
 def check_run_id(run_id: str) -> str:
     """Returns `run_id`, or raises InvalidArgument.
 

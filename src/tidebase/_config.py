@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from .errors import DatabaseUnavailable
+
 
 def configured_dsn(explicit: str | None = None) -> str | None:
     """The DSN given or found in the environment, or None when the embedded default should be used."""
@@ -17,4 +19,7 @@ def resolve_dsn(explicit: str | None = None) -> str:
         return dsn
     from . import _embedded  # noqa: PLC0415 - imported lazily: only the zero-setup path needs it
 
-    return _embedded.ensure_server()
+    try:
+        return _embedded.ensure_server()
+    except _embedded.EmbeddedError as exc:  # the module runs standalone too (its watchdog), so it raises its own
+        raise DatabaseUnavailable(str(exc)) from exc

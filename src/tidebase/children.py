@@ -15,6 +15,10 @@ name is unique per parent. The contract:
   `join:<name>`. Once that step is stored, a replay returns it without creating, reading or running any child. If a
   child raises, the others still finish (each keeps its own completed run), and the first exception in child order
   is raised; a resumed parent then reuses the completed children and resumes the unfinished ones.
+- A fork of the parent (`tide.runs.fork`) inherits the edges of the children that had completed by its fork point,
+  to the same child runs, so its `run.child` returns their stored results and runs none of their steps. Every other
+  child of the fork (called after the fork point, or unfinished at it) is a new child run of the fork; the source's
+  children are never driven by the fork.
 
 What this module does not do: it does not cancel children with their parent, does not enqueue children for other
 workers (a child executes in the caller's task or thread), and does not bound how long a caller waits for a child

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
-import socket
+import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from . import _serde
-from ._acompat import ALock, acall, asleep
+from ._acompat import ALock, acall, acheck_fn, asleep
 from ._base import (
     ERROR_LIMIT,
     check_name,
@@ -30,13 +30,24 @@ from ._base import (
     encode_cursor,
     error_payload,
     list_query,
-    new_owner,
     new_run_id,
 )
 from ._config import resolve_dsn
+from ._connect import Timeouts
 from ._db_async import AsyncDatabase
-from .errors import ConfigurationError, InvalidArgument, LeaseHeld, LeaseLost, NotFound, RunCancelled, RunSuspended
+from ._owners import describe_holder, drop, hold, holder_exited, new_owner, process_label
+from .errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    InvalidArgument,
+    LeaseHeld,
+    LeaseLost,
+    NotFound,
+    RunCancelled,
+    RunSuspended,
+)
 from .gates_async import AsyncGates
+from .insights_async import AsyncInsights
 from .ledger_async import UsageReport, fork_run, state_at, usage_report
 from .migrate_async import ensure_schema
 from .models import RUN_STATUSES, Edge, Event, Run, RunPage, StateVersion, Step
@@ -46,7 +57,11 @@ from .run_async import AsyncRunContext
 from .schedules_async import AsyncSchedules
 from .worker_async import AsyncWorker
 
-_NO_STOP = (LeaseLost, RunCancelled, RunSuspended)
+logger = logging.getLogger("tidebase")
+
+# Exceptions after which this invocation records nothing: it was fenced or cancelled, released its lease to wait, or
+# lost the database (an outage is not a workflow failure: the run resumes once the database is back).
+_NO_STOP = (LeaseLost, RunCancelled, RunSuspended, DatabaseUnavailable)
 
 
 class AsyncRuns:
@@ -66,18 +81,23 @@ class AsyncRuns:
         return Run.from_row(runs[0], tuple(Step.from_row(s) for s in steps), tuple(Edge.from_row(e) for e in edges))
 
     async def list(
-        self, status: str | None = None, workflow: str | None = None, limit: int = 50, cursor: str | None = None
+        self, status: str | None = None, workflow: str | None = None, limit: int = 50, cursor: str | None = None,
+        since: datetime | None = None,
     ) -> RunPage:
-        """A page of runs, newest first, filtered by status and/or workflow; keyset-paginated and index-served."""
+        """A page of runs, newest first, filtered by status and/or workflow, and with `since` to the runs created at
+        or after it (an aware datetime); keyset-paginated and index-served."""
         if status is not None and status not in RUN_STATUSES:
             raise InvalidArgument(f"unknown status {status!r}; one of {RUN_STATUSES}")
         if not 1 <= limit <= 1000:
             raise InvalidArgument("limit must be between 1 and 1000")
+        if since is not None and since.tzinfo is None:
+            raise InvalidArgument("since must be an aware datetime (with a time zone)")
         before_at, before_id = decode_cursor(cursor)
         db = await self._tide._open()
-        rows = await db.fetchall(list_query(status, workflow), {
+        query = list_query(status, workflow) + ("_since" if since is not None else "")
+        rows = await db.fetchall(query, {
             "status": status, "workflow": workflow, "before_at": before_at, "before_id": before_id,
-            "limit": limit + 1,
+            "limit": limit + 1, "since": since,
         })
         page = tuple(Run.from_row(r) for r in rows[:limit])
         more = len(rows) > limit
@@ -98,16 +118,18 @@ class AsyncRuns:
         assert row is not None
         return Run.from_row(row)
 
-    async def recover(self, run_id: str, *, actor: str | None = None, queue: str = "default") -> bool:
-        """Puts a failed, pending or waiting run back on its queue (`queue` for a run that had none) for a worker to
-        resume from its checkpoints, and records the recovery. False when the run's status does not allow it
-        (running, completed, cancelled, manual_review: release or skip its parked step first). NotFound if unknown."""
+    async def recover(self, run_id: str, *, actor: str | None = None, queue: str = "default") -> Run:
+        """Puts a run that nobody is executing back on its queue (`queue` for a run that had none) for a worker to
+        resume from its checkpoints, records the recovery, and returns the run as it now is (`queued`).
+
+        Accepted for failed, pending, waiting and queued runs and for running runs whose lease expired (a crashed
+        holder). Conflict says precisely why otherwise: a live lease (who holds it and until when), steps parked for
+        manual review (release or skip them first), or a finished run. NotFound for an unknown run."""
         db = await self._tide._open()
         row = await db.fetchone("recover_run", {"run_id": run_id, "actor": actor or "operator", "queue": queue},
                                 run_id=run_id)
-        if row is None:
-            raise _not_found(run_id)
-        return row["requeued"] is not None
+        assert row is not None  # recover_run returns the run or raises
+        return Run.from_row(row)
 
     async def recoveries(self, run_id: str) -> builtins.list[dict[str, Any]]:
         """Every recovery attempt of the run, oldest first: who detected it, when, why, and its outcome."""
@@ -115,7 +137,9 @@ class AsyncRuns:
         return await db.fetchall("recoveries_of_run", {"run_id": run_id}, run_id=run_id)
 
     async def deliveries(self, run_id: str) -> builtins.list[dict[str, Any]]:
-        """The run's webhook deliveries (outbox rows), each with its `attempt_log`, oldest first."""
+        """The run's webhook deliveries, each with its `attempt_log`, oldest first, as `tidebase.public_delivery`
+        shows them: no secret (`has_secret` says whether there is one) and no resolve token (the body is `message`,
+        with the token null); `channel_id` names the run channel, None for an inline channel of a gate."""
         db = await self._tide._open()
         return await db.fetchall("deliveries_of_run", {"run_id": run_id}, run_id=run_id)
 
@@ -126,10 +150,14 @@ class AsyncRuns:
 
     async def state_at(
         self, run_id: str, *, version: int | None = None, label: str | None = None, step: str | None = None,
-        stream: str = "run",
+        stream: str | None = None,
     ) -> StateVersion:
         """The state of `stream` as it was: at a version, at the newest version with a label, or when a step
-        completed (exactly one of the three). NotFound when there is no such version."""
+        completed (exactly one of the three). NotFound when there is no such version.
+
+        Without `stream`, a version or a step reads the run's own stream (`"run"`), and a label is looked up in
+        every stream of the run: it finds the snapshot `run.snapshots.create(label, ...)` made in its target's
+        stream; InvalidArgument names the streams when the label is in more than one."""
         return await state_at(self._tide, run_id, version=version, label=label, step=step, stream=stream)
 
     async def fork(
@@ -170,6 +198,12 @@ class AsyncTidebase:
     `dsn` is a libpq connection string, or an `AsyncConnectionPool` you own; when omitted, TIDEBASE_DATABASE_URL,
     then DATABASE_URL, else the embedded PostgreSQL is used. The schema is migrated on first use unless
     `auto_migrate=False`. `lease_seconds` is the run lease length (renewed by a heartbeat every third of it).
+
+    No call waits forever on the database: `connect_timeout` bounds establishing a connection (a wrong DSN fails on
+    first use with the target and the reason), and `statement_timeout` bounds each of the library's statements on
+    the server, while a client-side deadline (the statement timeout plus half of it, at most 15 s more) abandons a
+    connection that stays silent, e.g. behind a stalled proxy. Both surface as DatabaseUnavailable. Seconds; None
+    for `statement_timeout` removes both bounds.
     """
 
     def __init__(
@@ -182,9 +216,12 @@ class AsyncTidebase:
         auto_migrate: bool = True,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
+        connect_timeout: float = 5.0,
+        statement_timeout: float | None = 30.0,
     ) -> None:
         if lease_seconds <= 0:
             raise ConfigurationError("lease_seconds must be positive")
+        self.timeouts = Timeouts(connect=connect_timeout, statement=statement_timeout)
         self._dsn = dsn
         self.lease_seconds = lease_seconds
         self.max_payload_bytes = max_payload_bytes
@@ -193,16 +230,28 @@ class AsyncTidebase:
         self._pool_sizes = (pool_min_size, pool_max_size)
         self._db: AsyncDatabase | None = None
         self._open_lock = ALock()
-        self.owner_label = f"{socket.gethostname()}:{os.getpid()}"
         self.runs = AsyncRuns(self)
         self.gates = AsyncGates(self)
         self.registry = Registry()
         self.queues = AsyncQueues(self)
         self.schedules = AsyncSchedules(self)
+        self.insights = AsyncInsights(self)
+
+    @property
+    def owner_label(self) -> str:
+        """`host:pid:start` of this process: what the lease owners of this instance say about it."""
+        return process_label()
 
     def workflow(self, name: str) -> Callable[[Any], Any]:
-        """`@tide.workflow("research-agent")`: registers the decorated `fn(run, input)` for workers to execute."""
-        return self.registry.decorator(name)
+        """`@tide.workflow("research-agent")`: registers the decorated `fn(run, input)` for workers to execute.
+        TypeError for a function this API cannot run (an `async def` one on the sync `Tidebase`)."""
+        register = self.registry.decorator(name)
+
+        def checked(fn: Any) -> Any:
+            acheck_fn(fn, f"workflow {name!r}")
+            return register(fn)
+
+        return checked
 
     async def enqueue(self, workflow: str, **options: Any) -> Run:
         """Queues a run of `workflow` for a worker and returns it (see `tidebase.queues_async.enqueue` for the
@@ -236,10 +285,10 @@ class AsyncTidebase:
         async with self._open_lock:
             if self._db is None:
                 if isinstance(self._dsn, AsyncConnectionPool):
-                    db = AsyncDatabase(self._dsn, owns_pool=False)
+                    db = AsyncDatabase(self._dsn, owns_pool=False, timeouts=self.timeouts)
                 else:
                     db = await AsyncDatabase.connect(resolve_dsn(self._dsn), min_size=self._pool_sizes[0],
-                                                     max_size=self._pool_sizes[1])
+                                                     max_size=self._pool_sizes[1], timeouts=self.timeouts)
                 await ensure_schema(db.pool, auto_migrate=self.auto_migrate)
                 self._db = db
         return self._db
@@ -274,6 +323,7 @@ class AsyncTidebase:
         run. A workflow exception marks the run failed (type, message, traceback stored) and is re-raised.
         """
         check_name(name, "workflow name")
+        acheck_fn(workflow, f"workflow {name!r}")
         run_id = check_run_id(run_id) if run_id is not None else new_run_id()
         enc = self.serializer
         given = input is not None
@@ -284,21 +334,23 @@ class AsyncTidebase:
         lease_ms = int(self.lease_seconds * 1000)
         create = ("create_run", {"run_id": run_id, "workflow": name, "input": input_text, "input_hash": input_hash,
                                  "check_input": given, "metadata": meta_text, "parent_id": None, "lease_ms": lease_ms})
-        return await self._start(run_id, workflow, create, wait)
+        # A registered workflow can be resumed by a worker: should this process die, the run goes to a queue.
+        resume_queue = "default" if name in self.registry else None
+        return await self._start(run_id, workflow, create, wait, resume_queue=resume_queue)
 
     async def _start(
         self, run_id: str, workflow: Callable[..., Any], create: tuple[str, dict[str, Any]] | None,
-        wait: float | None,
+        wait: float | None, *, resume_queue: str | None = None,
     ) -> Any:
         """Takes the lease and loads the checkpoints (after `create`, when given) in one round trip, then executes
-        the workflow; a completed run returns its stored result. `wait` bounds the wait for a held lease."""
+        the workflow; a completed run returns its stored result. `wait` bounds the wait for a held lease; a lease
+        whose holder process has exited on this host is taken over at once (see `tidebase._owners`)."""
         db = await self._open()
-        owner = new_owner(self.owner_label)
+        owner = new_owner()
         lease_ms = int(self.lease_seconds * 1000)
-        calls: list[tuple[str, dict[str, Any]]] = [
-            ("acquire_run", {"run_id": run_id, "owner": owner, "lease_ms": lease_ms}),
-            ("load_checkpoints", {"run_id": run_id}),
-        ]
+        acquire: dict[str, Any] = {"run_id": run_id, "owner": owner, "lease_ms": lease_ms, "dead_owner": None,
+                                   "resume_queue": resume_queue}
+        calls: list[tuple[str, dict[str, Any]]] = [("acquire_run", acquire), ("load_checkpoints", {"run_id": run_id})]
         if create is not None:
             calls.insert(0, create)
         deadline = None if wait is None else time.monotonic() + wait
@@ -307,7 +359,12 @@ class AsyncTidebase:
             try:
                 *_, acquired, checkpoints = await db.pipeline(calls, run_id=run_id)
                 break
-            except LeaseHeld:
+            except LeaseHeld as exc:
+                if exc.owner != acquire["dead_owner"] and holder_exited(exc.owner):
+                    logger.warning("run %s: its lease holder, %s, has exited; taking the run over", run_id,
+                                   describe_holder(exc.owner))
+                    acquire["dead_owner"] = exc.owner
+                    continue
                 if deadline is None or time.monotonic() >= deadline:
                     raise
                 await asleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -321,6 +378,7 @@ class AsyncTidebase:
     async def _execute(self, ctx: AsyncRunContext, workflow: Callable[..., Any]) -> Any:
         db = self._require_db()
         ids = {"run_id": ctx.run_id, "token": ctx.token}
+        hold(ctx.owner)
         await ctx._start_heartbeat(self.lease_seconds / 3)
         try:
             try:
@@ -341,6 +399,7 @@ class AsyncTidebase:
             return json.loads(text)
         finally:
             await ctx._stop()
+            drop(ctx.owner)
 
 
 def _not_found(run_id: str) -> NotFound:

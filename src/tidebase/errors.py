@@ -7,6 +7,7 @@ are translated into these classes in exactly one place (`tidebase._translate`), 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 
@@ -36,6 +37,7 @@ class LeaseHeld(TidebaseError):
     """Another worker holds a live lease on this run."""
 
     owner: str | None
+    expires_at: datetime | None
 
 
 class LeaseLost(TidebaseError):

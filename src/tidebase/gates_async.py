@@ -3,10 +3,11 @@
 
 A gate is identified by (run, name). `run.gate("approve", ...)` creates it the first time, fenced by the run's lease
 token (a zombie or cancelled run is refused) and appending `gate.created`, and finds the same gate on every later
-call, also after a crash or a suspension. It is resolved exactly once, by `tide.gates.resolve(...)`: a conditional
-update in SQL picks the one winner among concurrent resolvers, and every other one gets GateAlreadyResolved carrying
-the winning decision. Every `run.gate(...)` after that returns the recorded decision, so a resumed run takes the
-branch it would have taken.
+call, also after a crash or a suspension. It is resolved exactly once, by `tide.gates.resolve(...)`: under its run's
+row lock, SQL picks the one winner among concurrent resolvers, and every other one gets GateAlreadyResolved carrying
+the winning decision and actor, also when the winner's decision has since resumed and finished the run (a decided
+gate is reported before its run's state). Every `run.gate(...)` after that returns the recorded decision, so a
+resumed run takes the branch it would have taken.
 
 Waiting has two modes:
 
@@ -26,7 +27,7 @@ action: authorising operators is the caller's business (the server's API key), n
 
 Deliberately not here: capabilities, and any server-side expiry of a gate (a timeout only suspends the waiting run;
 the gate stays pending). Cancelling a run marks its pending gates `canceled`; a waiter sees the run cancelled and
-raises RunCancelled.
+raises RunCancelled, and a later resolve raises GateAlreadyResolved with decision `canceled` (the cancel's actor).
 """
 
 from __future__ import annotations
@@ -261,9 +262,10 @@ class AsyncGates:
         resolved gate (its `token` is None) and wakes the run waiting for it.
 
         With `token`, it must be the gate's resolve token (else Forbidden); without it the caller resolves as an
-        operator. Raises InvalidArgument for an unknown decision, NotFound for an unknown gate, RunCancelled or
-        RunCompleted when the gate's run is over, and GateAlreadyResolved (with the winner's `decision` and `actor`)
-        when the gate already has a decision, also for the losers of concurrent resolves. Every refusal writes
+        operator. Raises InvalidArgument for an unknown decision, NotFound for an unknown gate, GateAlreadyResolved
+        (with the winner's `decision` and `actor`) when the gate already has a decision, whatever its run did since
+        (completed, failed, cancelled: a cancelled run's gates have decision `canceled`), also for the losers of
+        concurrent resolves; and RunCompleted for a still pending gate of a completed run. Every refusal writes
         nothing. Not safe to retry blindly: a retry of a resolve that did commit gets GateAlreadyResolved.
         """
         if decision not in DECISIONS:

@@ -6,7 +6,8 @@
   shows both what was spent and what replay avoided.
 - `run.snapshots` are labelled milestone versions in a stream about a target (`"<type>:<id>"`).
 - `tide.runs.state_at(...)` reads an old version of a state stream; `tide.runs.fork(...)` creates a new run from
-  another's checkpoints up to a step.
+  another's past up to a step: its checkpoints, gate decisions, state, and the children that had completed by then
+  (the fork replays their stored results; see `children_async`).
 
 Usage is accepted on runs of every status (it records work that really happened) and is not lease-fenced; every
 other write here is. Totals are computed in Python from the records: a report is for reading, not for the hot path.
@@ -30,6 +31,7 @@ from .errors import InvalidArgument, NotFound
 from .models import Run, StateVersion
 
 if TYPE_CHECKING:
+    from ._db_async import AsyncDatabase
     from .engine_async import AsyncTidebase
     from .run_async import AsyncRunContext
 
@@ -200,7 +202,8 @@ class AsyncSnapshots:
 
 
 async def usage_report(tide: AsyncTidebase, run_id: str, *, include_children: bool) -> UsageReport:
-    """See AsyncRuns.usage."""
+    """See AsyncRuns.usage. The descendants are the runs created as children, recursively: a fork's inherited
+    children (the source's, replayed) are the source's spending, not the fork's."""
     db = await tide._open()
     if await db.fetchone("get_run", {"run_id": run_id}) is None:
         raise NotFound(f"run {run_id!r} not found", run_id=run_id)
@@ -213,7 +216,8 @@ async def usage_report(tide: AsyncTidebase, run_id: str, *, include_children: bo
 
 
 async def state_at(
-    tide: AsyncTidebase, run_id: str, *, version: int | None, label: str | None, step: str | None, stream: str
+    tide: AsyncTidebase, run_id: str, *, version: int | None, label: str | None, step: str | None,
+    stream: str | None,
 ) -> StateVersion:
     """See AsyncRuns.state_at."""
     chosen = [(n, v) for n, v in (("version", version), ("label", label), ("step", step)) if v is not None]
@@ -221,12 +225,28 @@ async def state_at(
         raise InvalidArgument("give exactly one of version=, label=, step=")
     kind, value = chosen[0]
     db = await tide._open()
+    if stream is None and kind == "label":
+        return await _state_at_label_anywhere(db, run_id, str(label))
+    stream = stream or "run"
     query = {"version": "state_at_version", "label": "state_at_label", "step": "state_at_step"}[kind]
     row = await db.fetchone(query, {"run_id": run_id, "stream": stream, "version": version, "label": label,
                                     "step_key": step}, run_id=run_id)
     if row is None:
         raise NotFound(f"run {run_id!r} has no state in stream {stream!r} at {kind} {value!r}", run_id=run_id)
     return StateVersion.from_row(row)
+
+
+async def _state_at_label_anywhere(db: AsyncDatabase, run_id: str, label: str) -> StateVersion:
+    """The newest version labelled `label` in whichever stream of the run has it; InvalidArgument naming the
+    streams when several have it, NotFound when none does."""
+    rows = await db.fetchall("state_at_label_any_stream", {"run_id": run_id, "label": label}, run_id=run_id)
+    if not rows:
+        raise NotFound(f"run {run_id!r} has no state version labelled {label!r} in any stream", run_id=run_id)
+    if len(rows) > 1:
+        streams = ", ".join(repr(r["stream"]) for r in rows)
+        raise InvalidArgument(f"label {label!r} of run {run_id!r} is in several streams ({streams}): name one "
+                              "with stream=")
+    return StateVersion.from_row(rows[0])
 
 
 async def fork_run(

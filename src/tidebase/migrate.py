@@ -19,6 +19,7 @@ from psycopg import Connection
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from ._connect import Timeouts, connect_error, tuned_conninfo
 from ._translate import translated
 from .errors import SchemaOutOfDate
 from .sql import load_queries, migrations
@@ -58,8 +59,11 @@ def migrate(target: str | Connection[Any], *, lock_timeout: float = 60.0) -> Mig
     be taken within `lock_timeout` seconds, SchemaOutOfDate when an applied migration differs from the shipped file.
     """
     if isinstance(target, str):
-        with translated():
-            conn = Connection.connect(target, autocommit=True)
+        conninfo = tuned_conninfo(target, Timeouts(), application_name="tidebase-migrate")
+        try:
+            conn = Connection.connect(conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise connect_error(exc, conninfo) from None
         try:
             return _migrate(conn, lock_timeout)
         finally:
@@ -78,6 +82,7 @@ def _migrate(conn: Connection[Any], lock_timeout: float) -> MigrationResult:
     with translated():
         conn.execute(queries["set_lock_timeout"], {"timeout": f"{int(lock_timeout * 1000)}ms"})
         conn.execute(queries["migration_lock"], {"key": MIGRATION_LOCK_KEY})
+        conn.execute(queries["lift_statement_timeout"])
     try:
         with translated():
             conn.execute(queries["bootstrap_migrations"])
@@ -105,6 +110,7 @@ def _migrate(conn: Connection[Any], lock_timeout: float) -> MigrationResult:
         with translated():
             conn.execute(queries["migration_unlock"], {"key": MIGRATION_LOCK_KEY})
             conn.execute(queries["set_lock_timeout"], {"timeout": "0"})
+            conn.execute(queries["reset_statement_timeout"])
     version = schema_version(conn)
     return MigrationResult(tuple(applied_now), version)
 

@@ -19,6 +19,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from ._connect import Timeouts, connect_error, tuned_conninfo
 from ._translate import translated
 from .errors import SchemaOutOfDate
 from .sql import load_queries, migrations
@@ -58,8 +59,11 @@ async def migrate(target: str | AsyncConnection[Any], *, lock_timeout: float = 6
     be taken within `lock_timeout` seconds, SchemaOutOfDate when an applied migration differs from the shipped file.
     """
     if isinstance(target, str):
-        with translated():
-            conn = await AsyncConnection.connect(target, autocommit=True)
+        conninfo = tuned_conninfo(target, Timeouts(), application_name="tidebase-migrate")
+        try:
+            conn = await AsyncConnection.connect(conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise connect_error(exc, conninfo) from None
         try:
             return await _migrate(conn, lock_timeout)
         finally:
@@ -78,6 +82,7 @@ async def _migrate(conn: AsyncConnection[Any], lock_timeout: float) -> Migration
     with translated():
         await conn.execute(queries["set_lock_timeout"], {"timeout": f"{int(lock_timeout * 1000)}ms"})
         await conn.execute(queries["migration_lock"], {"key": MIGRATION_LOCK_KEY})
+        await conn.execute(queries["lift_statement_timeout"])
     try:
         with translated():
             await conn.execute(queries["bootstrap_migrations"])
@@ -105,6 +110,7 @@ async def _migrate(conn: AsyncConnection[Any], lock_timeout: float) -> Migration
         with translated():
             await conn.execute(queries["migration_unlock"], {"key": MIGRATION_LOCK_KEY})
             await conn.execute(queries["set_lock_timeout"], {"timeout": "0"})
+            await conn.execute(queries["reset_statement_timeout"])
     version = await schema_version(conn)
     return MigrationResult(tuple(applied_now), version)
 

@@ -90,6 +90,8 @@ class Run:
     completed_at: datetime | None
     steps: tuple[Step, ...] = field(default=())
     children: tuple[Edge, ...] = field(default=())
+    queue: str | None = None
+    available_at: datetime | None = None  # when a queued run became (or becomes) claimable
 
     @classmethod
     def from_row(cls, row: Row, steps: tuple[Step, ...] = (), children: tuple[Edge, ...] = ()) -> Run:
@@ -100,7 +102,8 @@ class Run:
             attempt=row["attempt"], lease_owner=row["lease_owner"], fencing_token=row["fencing_token"],
             lease_expires_at=row["lease_expires_at"], cancel_reason=row["cancel_reason"],
             created_at=row["created_at"], updated_at=row["updated_at"], started_at=row["started_at"],
-            completed_at=row["completed_at"], steps=steps, children=children,
+            completed_at=row["completed_at"], steps=steps, children=children, queue=row.get("queue"),
+            available_at=row.get("available_at"),
         )
 
     @property

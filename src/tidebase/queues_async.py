@@ -9,6 +9,7 @@ module validates arguments, serialises and shapes results; it never decides whic
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from dataclasses import dataclass
@@ -149,3 +150,10 @@ class AsyncQueues:
         return QueueInfo(queue=queue, concurrency=row["concurrency"], rate_limit=row["rate_limit"],
                          rate_window=(row["rate_window_ms"] or 1000) / 1000, paused=row["paused"],
                          queued=row["queued"], running=row["running"])
+
+    async def list(self) -> builtins.list[QueueInfo]:
+        """Every queue that has runs or a config, by name, with its caps and current queued and running counts."""
+        db = await self._tide._open()
+        return [QueueInfo(queue=r["queue"], concurrency=r["concurrency"], rate_limit=r["rate_limit"],
+                          rate_window=(r["rate_window_ms"] or 1000) / 1000, paused=r["paused"], queued=r["queued"],
+                          running=r["running"]) for r in await db.fetchall("list_queues", {})]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
 
+from ._deadline import guard
 from ._translate import translated
 from .cron import CronError
 from .schedules import plan_fires
@@ -57,10 +58,19 @@ class Reconciler:
         self.interval = interval
 
     def tick(self) -> TickResult:
-        """Runs one pass if this process wins the reconciler lock. Safe to call from several processes at once."""
+        """Runs one pass if this process wins the reconciler lock. Safe to call from several processes at once.
+
+        The whole pass is bounded by the client deadline (see `tidebase._deadline`): a stalled connection makes the
+        tick raise DatabaseUnavailable instead of hanging, and the advisory lock goes with the dead session."""
         db = self._tide._open()
+        with translated():
+            with db.pool.connection() as conn:
+                return self._tick(conn)
+
+    def _tick(self, conn: Connection[Any]) -> TickResult:
+        db = self._tide._require_db()
         queries = db.queries
-        with db.pool.connection() as conn:
+        with guard(conn, db.timeouts.deadline, "the database (reconciler)"):
             row = _one(conn, queries["reconciler_try_lock"], {})
             if not row["locked"]:
                 return TickResult(active=False)
@@ -77,7 +87,8 @@ class Reconciler:
         for rec in _all(conn, queries["recover_expired"], params):
             result.recovered.append(rec["run_id"])
             logger.info("run %s: lease of %s expired; requeued (recovery %s)", rec["run_id"], rec["previous_owner"],
-                        rec["id"])
+                        rec["id"], extra={"event": "run.recovered", "run_id": rec["run_id"],
+                                          "previous_owner": rec["previous_owner"], "recovery_id": rec["id"]})
         for row in _all(conn, queries["recover_expired_webhooks"], {"limit": self.batch}):
             result.webhooks.append(row["id"])
         for row in _all(conn, queries["cancel_overdue"], params):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
 
+from ._deadline import guard
 from ._translate import translated
 from .cron import CronError
 from .schedules_async import plan_fires
@@ -57,10 +58,19 @@ class AsyncReconciler:
         self.interval = interval
 
     async def tick(self) -> TickResult:
-        """Runs one pass if this process wins the reconciler lock. Safe to call from several processes at once."""
+        """Runs one pass if this process wins the reconciler lock. Safe to call from several processes at once.
+
+        The whole pass is bounded by the client deadline (see `tidebase._deadline`): a stalled connection makes the
+        tick raise DatabaseUnavailable instead of hanging, and the advisory lock goes with the dead session."""
         db = await self._tide._open()
+        with translated():
+            async with db.pool.connection() as conn:
+                return await self._tick(conn)
+
+    async def _tick(self, conn: AsyncConnection[Any]) -> TickResult:
+        db = self._tide._require_db()
         queries = db.queries
-        async with db.pool.connection() as conn:
+        with guard(conn, db.timeouts.deadline, "the database (reconciler)"):
             row = await _one(conn, queries["reconciler_try_lock"], {})
             if not row["locked"]:
                 return TickResult(active=False)
@@ -77,7 +87,8 @@ class AsyncReconciler:
         for rec in await _all(conn, queries["recover_expired"], params):
             result.recovered.append(rec["run_id"])
             logger.info("run %s: lease of %s expired; requeued (recovery %s)", rec["run_id"], rec["previous_owner"],
-                        rec["id"])
+                        rec["id"], extra={"event": "run.recovered", "run_id": rec["run_id"],
+                                          "previous_owner": rec["previous_owner"], "recovery_id": rec["id"]})
         for row in await _all(conn, queries["recover_expired_webhooks"], {"limit": self.batch}):
             result.webhooks.append(row["id"])
         for row in await _all(conn, queries["cancel_overdue"], params):

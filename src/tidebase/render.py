@@ -1,7 +1,9 @@
 """Rows of the database rendered as the wire objects of wire-api.md §3 (camelCase, fixed timestamps).
 
 Columns that a later migration adds (the queue fields) are read with `row.get(...)`, so a run renders the same
-before and after that migration. Nothing here reads a resolve token or a channel secret: they cannot leak.
+before and after that migration. Nothing here reads a channel secret, and only `delivery_body` reads a resolve token:
+the one of a gate.created delivery body, which it is rendering. Deliveries and webhooks are rendered from the rows of
+`tidebase.public_delivery`, which hold neither.
 """
 
 from __future__ import annotations
@@ -182,21 +184,30 @@ def channel(hook: dict[str, Any], run_row: Row) -> dict[str, Any]:
 
 
 def delivery(row: Row) -> dict[str, Any]:
-    """A ChannelDelivery; its payload never carries a resolve token."""
-    try:
-        payload = json.loads(row["body"]).get("payload")
-    except (ValueError, AttributeError):
-        payload = None
-    if isinstance(payload, dict) and "resolveToken" in payload:
-        payload = {**payload, "resolveToken": None}
+    """A ChannelDelivery, from a row of `tidebase.public_delivery` (its `message` has the resolve token null already;
+    a token field is nulled here too, so none is ever rendered). `channelId` is the run channel's id, null for an
+    inline channel of a gate."""
+    message = row["message"]
+    payload = message.get("payload") if isinstance(message, dict) else None
+    if isinstance(payload, dict):
+        payload = _without_token(payload)
     pending = row["status"] == "pending"
     return {
-        "id": row["public_id"], "runId": row["run_id"], "channelId": None, "gateId": row["gate_id"],
+        "id": row["public_id"], "runId": row["run_id"], "channelId": row["channel_id"], "gateId": row["gate_id"],
         "eventType": row["event_type"], "payload": payload, "status": _outbox_status(row),
         "httpStatus": row["http_status"], "responseBody": row["response_body"], "errorText": row["last_error"],
         "attempts": row["attempts"], "nextAttemptAt": ts(row["next_attempt_at"]) if pending else None,
         "createdAt": ts(row["created_at"]), "completedAt": ts(row["completed_at"]),
     }
+
+
+def _without_token(payload: dict[str, Any]) -> dict[str, Any]:
+    """A delivery payload with `resolveToken` null where a gate.created one carries it (as rendered, and before)."""
+    out = {**payload, "resolveToken": None} if "resolveToken" in payload else payload
+    gate_ = out.get("gate")
+    if isinstance(gate_, dict) and "resolveToken" in gate_:
+        out = {**out, "gate": {**gate_, "resolveToken": None}}
+    return out
 
 
 def queue_config(row: Row) -> dict[str, Any]:
@@ -224,8 +235,9 @@ def schedule(row: Row) -> dict[str, Any]:
 def delivery_body(row: Row, public_url: str) -> str:
     """The body of a channel delivery (wire §6.2), `{type, runId, gateId, deliveryId, payload}`, rendered from what
     its outbox row captured when the event committed (`source`): the run for run.*, the step for step.failed, the
-    state for state.updated, the gate for gate.* (with the resolve token only in gate.created). Other types carry
-    the event's public payload. Rendered once; every try sends these bytes."""
+    state for state.updated, the gate for gate.* (with the resolve token only in gate.created, taken from the body
+    the row was queued with: the one place it is kept). Other types carry the event's public payload. Rendered
+    once; every try sends these bytes."""
     type_ = row["event_type"]
     source = row["source"] or {}
     data = source.get("payload") or {}
@@ -243,9 +255,18 @@ def delivery_body(row: Row, public_url: str) -> str:
                          "version": v["version"], "updatedAt": ts(v["created_at"])},
                "stateVersion": public_version(v)}
     elif type_ in ("gate.created", "gate.resolved") and source.get("gate"):
-        token = data.get("resolveToken") if type_ == "gate.created" else None
+        token = _queued_token(row["body"]) if type_ == "gate.created" else None
         out = {"gate": gate(source["gate"], public_url, token)}
     else:
         out = payload(type_, data, public_url)
     return json.dumps({"type": type_, "runId": row["run_id"], "gateId": row["gate_id"],
                        "deliveryId": row["public_id"], "payload": out}, separators=(",", ":"), ensure_ascii=False)
+
+
+def _queued_token(body: str) -> str | None:
+    """The resolve token of a gate.created delivery as it was queued (under `payload` of its body), else None."""
+    try:
+        token = json.loads(body)["payload"]["resolveToken"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return token if isinstance(token, str) else None

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _serde
-from ._acompat import Event, call, event_wait, join, sleep, spawn
+from ._acompat import Event, call, check_fn, event_wait, join, sleep, spawn
 from ._base import (
     CURRENT_STEP,
     ERROR_LIMIT,
@@ -35,7 +36,15 @@ from ._base import (
     retry_delay,
 )
 from .children import Child, run_child, run_fanout
-from .errors import LeaseLost, ManualReviewRequired, PayloadError, RunCancelled, RunSuspended, TidebaseError
+from .errors import (
+    DatabaseUnavailable,
+    LeaseLost,
+    ManualReviewRequired,
+    PayloadError,
+    RunCancelled,
+    RunSuspended,
+    TidebaseError,
+)
 from .gates import RunGates, GateDecision
 from .ledger import Snapshots, Usage
 from .models import StateVersion
@@ -46,8 +55,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tidebase")
 
-# Exceptions that mean "stop this invocation", not "this step failed": never retried, never recorded as failures.
-_CONTROL_FLOW = (LeaseLost, RunCancelled, ManualReviewRequired, RunSuspended)
+# Exceptions that mean "stop this invocation", not "this step failed": never retried, never recorded as failures. A
+# database outage is one: the step runs again when the run resumes.
+_CONTROL_FLOW = (LeaseLost, RunCancelled, ManualReviewRequired, RunSuspended, DatabaseUnavailable)
 
 
 class State:
@@ -140,6 +150,8 @@ class RunContext:
         """
         self._check_alive()
         check_step_name(name)
+        check_fn(fn, f"the function of step {name!r}",
+                  "run.step(name, fn) calls fn() with no arguments: pass data as input=... or through a lambda")
         if retries < 0:
             raise ValueError("retries must be >= 0")
         contract = ResumeContract.build(side_effects, idempotency_key, replay)
@@ -297,7 +309,13 @@ class RunContext:
             join(self._heartbeat)
 
     def _beat(self, interval: float) -> None:
-        """Renews the lease every `interval` seconds until stopped; on refusal, marks the context stopped."""
+        """Renews the lease every `interval` seconds until stopped; on refusal, marks the context stopped.
+
+        A renewal that fails for a transient reason (the database unreachable: each try is bounded by the client
+        deadline) is logged once, retried at the next beat, and its recovery is logged too: the heartbeat never
+        stops silently.
+        """
+        failing_since: float | None = None
         while not event_wait(self._stop_heartbeat, interval):
             try:
                 self._db.fetchone("renew_lease", {"run_id": self.run_id, "token": self.token},
@@ -307,4 +325,14 @@ class RunContext:
                 logger.warning("run %s: %s; stopping at the next step boundary", self.run_id, exc)
                 return
             except TidebaseError as exc:  # transient (e.g. connection): the next beat tries again
-                logger.warning("run %s: lease renewal failed: %s", self.run_id, exc)
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    logger.warning("run %s: lease renewal failed, retrying every %.1f s: %s", self.run_id, interval,
+                                   exc)
+                else:
+                    logger.debug("run %s: lease renewal failed again: %s", self.run_id, exc)
+                continue
+            if failing_since is not None:
+                logger.warning("run %s: lease renewed again after %.1f s of failures", self.run_id,
+                               time.monotonic() - failing_since)
+                failing_since = None

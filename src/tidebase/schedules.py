@@ -144,3 +144,24 @@ class Schedules:
         db = self._tide._open()
         rows = db.fetchall("schedule_fires", {"name": name, "limit": limit})
         return [Fire(r["fire_at"], r["status"], r["run_id"]) for r in rows]
+
+    def pause(self, name: str) -> Schedule:
+        """Stops the schedule from firing until `resume`; NotFound when there is none. Safe to retry."""
+        return self._enable(name, False, None)
+
+    def resume(self, name: str) -> Schedule:
+        """Lets a paused schedule fire again from the first cron time after now (database clock): fire times that
+        passed while it was paused are skipped, not recorded as missed. NotFound when there is none."""
+        schedule = self.get(name)
+        db = self._tide._open()
+        now = db.fetchone("db_now", {})
+        assert now is not None
+        return self._enable(name, True, next_fire(schedule.cron, now["now"]))
+
+    def _enable(self, name: str, enabled: bool, next_fire_at: datetime | None) -> Schedule:
+        db = self._tide._open()
+        row = db.fetchone("set_schedule_enabled", {"name": name, "enabled": enabled,
+                                                         "next_fire_at": next_fire_at})
+        if row is None:
+            raise NotFound(f"schedule {name!r} not found")
+        return Schedule.from_row(row)

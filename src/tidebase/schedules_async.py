@@ -144,3 +144,24 @@ class AsyncSchedules:
         db = await self._tide._open()
         rows = await db.fetchall("schedule_fires", {"name": name, "limit": limit})
         return [Fire(r["fire_at"], r["status"], r["run_id"]) for r in rows]
+
+    async def pause(self, name: str) -> Schedule:
+        """Stops the schedule from firing until `resume`; NotFound when there is none. Safe to retry."""
+        return await self._enable(name, False, None)
+
+    async def resume(self, name: str) -> Schedule:
+        """Lets a paused schedule fire again from the first cron time after now (database clock): fire times that
+        passed while it was paused are skipped, not recorded as missed. NotFound when there is none."""
+        schedule = await self.get(name)
+        db = await self._tide._open()
+        now = await db.fetchone("db_now", {})
+        assert now is not None
+        return await self._enable(name, True, next_fire(schedule.cron, now["now"]))
+
+    async def _enable(self, name: str, enabled: bool, next_fire_at: datetime | None) -> Schedule:
+        db = await self._tide._open()
+        row = await db.fetchone("set_schedule_enabled", {"name": name, "enabled": enabled,
+                                                         "next_fire_at": next_fire_at})
+        if row is None:
+            raise NotFound(f"schedule {name!r} not found")
+        return Schedule.from_row(row)

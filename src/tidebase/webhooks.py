@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.rows import dict_row
 
+from ._connect import Timeouts, tuned_conninfo
+from ._deadline import guard
 from ._version import __version__
-from .errors import NotFound, TidebaseError
+from .errors import DatabaseUnavailable, NotFound, TidebaseError
 from .render import delivery_body
 from .sql import load_queries
 
@@ -65,7 +67,9 @@ class Dispatcher:
     def __init__(self, conninfo: str, *, timeout: float = 10.0, poll_interval: float = 1.0, batch: int = 32,
                  threads: int = 8, backoff: float = 1.0, recovery_secret: str | None = None,
                  max_attempts: int | None = None, public_url: str | None = None) -> None:
-        self.conninfo = conninfo
+        # bounded like every connection of the library: a stalled path fails a tick instead of hanging the loop
+        self.timeouts = Timeouts.from_env()
+        self.conninfo = tuned_conninfo(conninfo, self.timeouts, application_name="tidebase-dispatcher")
         # base of a gate's resolveUrl in deliveries
         self.public_url = (public_url or os.environ.get("TIDEBASE_PUBLIC_URL") or "").rstrip("/")
         self.max_attempts = max_attempts
@@ -122,13 +126,15 @@ class Dispatcher:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                with psycopg.connect(self.conninfo, autocommit=True, application_name="tidebase-dispatcher") as conn:
+                with psycopg.connect(self.conninfo, autocommit=True) as conn:
                     while not self._stopping.is_set():
-                        if self.deliver_once(conn) == 0:
+                        with guard(conn, self.timeouts.deadline, "the database (webhook dispatcher)"):
+                            claimed = self.deliver_once(conn)
+                        if claimed == 0:
                             self._wake.wait(self.poll_interval)
                             self._wake.clear()
-            except psycopg.Error as exc:
-                logger.warning("webhook dispatcher: %s; reconnecting", exc)
+            except (psycopg.Error, DatabaseUnavailable) as exc:
+                logger.warning("webhook dispatcher: %s; reconnecting", _reason(exc))
                 self._stopping.wait(self.poll_interval)
 
     def _deliver(self, row: dict[str, Any]) -> None:
@@ -149,12 +155,14 @@ class Dispatcher:
             retry = status is None or status in RETRY_STATUSES or status >= 500
             wait = retry_delay(row["attempts"], retry_after, self.backoff)
             duration = int((time.monotonic() - t0) * 1000)
-            with psycopg.connect(self.conninfo, autocommit=True, application_name="tidebase-dispatcher") as conn:
+            with psycopg.connect(self.conninfo, autocommit=True) as conn, guard(conn, self.timeouts.deadline):
                 conn.execute(self._queries["record_delivery"], {
                     "id": row["id"], "attempt": row["attempts"], "started_at": started, "duration_ms": duration,
                     "status_code": status, "error": error, "ok": ok, "retry": retry,
                     "retry_ms": int(wait * 1000), "response": response, "max_attempts": self.max_attempts,
                 })
+        except psycopg.Error as exc:
+            logger.error("webhook delivery %s could not be recorded (%s); it will be retried", row["id"], _reason(exc))
         except Exception:
             logger.exception("webhook delivery %s could not be recorded; it will be retried", row["id"])
         finally:
@@ -186,6 +194,14 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 MAX_RESPONSE_BYTES = 32000
 RETRY_STATUSES = frozenset({408, 425, 429})
 MAX_RETRY_WAIT = 600.0
+
+
+def _reason(exc: psycopg.Error | TidebaseError) -> str:
+    """What a log line says of a database error: its primary message, never its DETAIL, which may quote a row of the
+    outbox (a body with a resolve token, a secret)."""
+    diag = getattr(exc, "diag", None)
+    primary = (diag.message_primary if diag is not None else None) or str(exc).partition("\n")[0]
+    return f"{type(exc).__name__}: {primary}"
 
 
 def _text(data: bytes) -> str:

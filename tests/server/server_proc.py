@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,12 @@ class Server:
     process: subprocess.Popen[bytes]
     dsn: str
     api_key: str | None
+    log_path: Path | None = None
+
+    def log(self) -> str:
+        """Everything the server wrote to stdout and stderr so far (kept in a file: a pipe nobody reads would
+        fill up and freeze the server)."""
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def client(self, **kw: Any) -> httpx.Client:
         headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -56,16 +63,20 @@ def start_server(dsn: str, *, env: dict[str, str] | None = None, api_key: str | 
     full_env.pop("TIDEBASE_API_KEY", None)
     if api_key:
         full_env["TIDEBASE_API_KEY"] = api_key
-    proc = subprocess.Popen([sys.executable, "-m", "tidebase", "serve", "--port", str(port)],
-                            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log_path = Path(tempfile.mkstemp(prefix="tidebase-serve-", suffix=".log")[1])
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tidebase", "serve", "--port", str(port)],
+                                env=full_env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read().decode() if proc.stdout else ''}")
+            raise RuntimeError(f"server exited: {log_path.read_text(errors='replace')}")
         try:
-            if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
-                return Server(url, proc, dsn, api_key)
+            ready = httpx.get(url + "/health/ready", timeout=1,
+                              headers={"authorization": f"Bearer {api_key}"} if api_key else None)
+            if ready.status_code == 200:
+                return Server(url, proc, dsn, api_key, log_path)
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
@@ -80,8 +91,8 @@ def stop_server(server: Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
-    if server.process.stdout:
-        server.process.stdout.close()
+    if server.log_path is not None:
+        server.log_path.unlink(missing_ok=True)
 
 
 def spawn_sdk(sdk_path: Path, url: str, name: str, *args: str, cwd: Path) -> subprocess.Popen[bytes]:

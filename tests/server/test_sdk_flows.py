@@ -79,7 +79,8 @@ def test_gate_resolved_by_another_client(sdk_path: Path, server: Server, tmp_pat
         result = json.loads(out.decode().splitlines()[-1])["result"]
         assert result == {"approved": True, "decision": "approved", "actor": "alice", "payload": {"ok": True}}
         late = http.post(f"/runs/{run['id']}/gates/{gate['id']}/resolve", json={"decision": "rejected"})
-        assert late.json()["code"] == "run_completed"  # the run finished: terminal
+        assert late.json()["code"] == "gate_resolved"  # the run finished, and the gate reports its decision first
+        assert (late.json()["gate"]["decision"], late.json()["gate"]["actor"]) == ("approved", "alice")
 
 
 def test_children_and_fanout(sdk: Any, server: Server) -> None:

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from fix_probe import wait_until
-from tidebase import Child, RunCancelled, RunCompleted, Tidebase
+from tidebase import Child, GateAlreadyResolved, RunCancelled, RunCompleted, Tidebase
 from tidebase.reconciler import Reconciler
 
 
@@ -86,8 +86,9 @@ def test_cancel_during_a_gate(dsn: str) -> None:
     assert len(errors) == 1 and isinstance(errors[0], RunCancelled)
     gate = tide.gates.list(status=None, run_id="g1")[0]
     assert gate.status == "canceled" and gate.decision == "canceled"
-    with pytest.raises(RunCancelled):
+    with pytest.raises(GateAlreadyResolved) as info:
         tide.gates.resolve(gate.id, "approved")
+    assert (info.value.decision, info.value.actor) == ("canceled", "bob")
     tide.close()
 
 

@@ -25,16 +25,17 @@ from starlette.routing import Route
 
 from tidebase import render
 from tidebase._config import resolve_dsn
+from tidebase._connect import Timeouts
 from tidebase._db_async import AsyncDatabase
 from tidebase.errors import DatabaseError, TidebaseError
 from tidebase.migrate_async import ensure_schema
 from tidebase.wire_async import AsyncWire
 
-from . import openapi, routes_gates, routes_queues, routes_runs, routes_state, routes_steps, sse
+from . import openapi, routes_gates, routes_queues, routes_runs, routes_state, routes_steps, sse, studio
 from .background import background
-from .common import Services, path, services
+from .common import Services, path, path_or_none, services
 from .errors import WITH_RUN, invalid, lookup
-from .middleware import Auth, BodyLimit, Cors, RawPath
+from .middleware import Auth, BodyLimit, CloseUnread, Cors, RawPath
 
 log = logging.getLogger("tidebase.server")
 DIGITS = re.compile(r"[0-9]{1,18}")
@@ -54,6 +55,8 @@ class Settings:
     public_url: str = "http://localhost:7373"
     lease_ms: int = 60000
     max_body_bytes: int = 8388608
+    body_timeout_ms: int = 30000  # from the end of the headers to the end of the body, else 408
+    keepalive_timeout_ms: int = 5000  # an idle HTTP connection is closed after it (applied by `tidebase serve`)
     keepalive_ms: int = 15000
     pool_max: int = 20
     reconciler: bool = True
@@ -72,6 +75,8 @@ class Settings:
             public_url=(env.get("TIDEBASE_PUBLIC_URL") or f"http://localhost:{port}").rstrip("/"),
             lease_ms=int(env.get("TIDEBASE_LEASE_MS", "60000")),
             max_body_bytes=int(env.get("TIDEBASE_MAX_BODY_BYTES", "8388608")),
+            body_timeout_ms=int(env.get("TIDEBASE_BODY_TIMEOUT_MS", "30000")),
+            keepalive_timeout_ms=int(env.get("TIDEBASE_KEEPALIVE_TIMEOUT_MS", "5000")),
             keepalive_ms=int(env.get("TIDEBASE_SSE_KEEPALIVE_MS", "15000")),
             pool_max=int(env.get("TIDEBASE_SERVER_POOL_MAX", "20")),
             reconciler=env.get("TIDEBASE_RECONCILER", "1") != "0",
@@ -85,19 +90,22 @@ class Settings:
 
 
 async def handle_error(request: Request, exc: Exception) -> Response:
+    """The JSON answer of `errors.lookup` for any error. It must not raise itself (an error escaping a handler is a
+    bare 500), so it reads path parameters with `path_or_none`: the error may be that they are invalid."""
     status, code, message, extra = lookup(exc)
     body: dict[str, Any] = {"error": message, "code": code, **extra}
     headers = {}
-    run_id = getattr(exc, "run_id", None) or ("run_id" in request.path_params and path(request, "run_id"))
+    in_path = {name: path_or_none(request, name) for name in ("run_id", "step_id", "gate_id")}
+    run_id = getattr(exc, "run_id", None) or in_path["run_id"]
     if code in WITH_RUN and isinstance(run_id, str):
         with contextlib.suppress(TidebaseError):
             body["run"] = render.run(await services(request).wire.get_run(run_id))
     with contextlib.suppress(TidebaseError):
-        if code.startswith("step_") and code != "step_not_found" and "step_id" in request.path_params:
-            step = await services(request).wire.get_step(path(request, "run_id"), path(request, "step_id"))
+        if code.startswith("step_") and code != "step_not_found" and in_path["run_id"] and in_path["step_id"]:
+            step = await services(request).wire.get_step(in_path["run_id"], in_path["step_id"])
             body["step"] = None if step is None else render.step(step)
-        if code == "gate_resolved" and "gate_id" in request.path_params:
-            gate = await services(request).wire.get_gate(path(request, "run_id"), path(request, "gate_id"))
+        if code == "gate_resolved" and in_path["run_id"] and in_path["gate_id"]:
+            gate = await services(request).wire.get_gate(in_path["run_id"], in_path["gate_id"])
             body["gate"] = render.gate(gate, services(request).public_url)
     if status == 503:
         headers["Retry-After"] = "1"
@@ -134,7 +142,7 @@ async def events(request: Request) -> Response:
     svc = services(request)
     run_id = path(request, "run_id")
     positions = [request.query_params.get("after", "0"), request.headers.get("last-event-id", "").strip() or "0"]
-    for where, value in zip((["after"], ["headers", "last-event-id"]), positions, strict=True):
+    for where, value in zip((["query", "after"], ["headers", "last-event-id"]), positions, strict=True):
         if not DIGITS.fullmatch(value):
             raise invalid(list(where), "must be a non-negative integer")
     await svc.wire.require_run(run_id)
@@ -153,10 +161,11 @@ def create_app(settings: Settings | None = None) -> Any:
         if cfg.max_auto_recoveries is not None:  # read by tidebase.max_auto_recoveries() in every session
             options = conninfo_to_dict(dsn).get("options") or ""
             dsn = make_conninfo(dsn, options=f"{options} -c tidebase.max_auto_recoveries={cfg.max_auto_recoveries}")
-        db = await AsyncDatabase.connect(dsn, min_size=1, max_size=cfg.pool_max)
+        timeouts = Timeouts.from_env()
+        db = await AsyncDatabase.connect(dsn, min_size=1, max_size=cfg.pool_max, timeouts=timeouts)
         try:
             await ensure_schema(db.pool, auto_migrate=True)
-            bell = sse.Doorbell(dsn)
+            bell = sse.Doorbell(dsn, timeouts=timeouts)
             bell.start()
             app.state.services = Services(AsyncWire(db, lease_ms=cfg.lease_ms), bell, cfg.public_url,
                                           cfg.keepalive_ms / 1000)
@@ -180,8 +189,10 @@ def create_app(settings: Settings | None = None) -> Any:
         *routes_steps.ROUTES, *routes_gates.ROUTES, *routes_state.ROUTES, *routes_runs.ROUTES,
         *routes_queues.ROUTES,
         *(Route(p, not_found, methods=["GET", "POST"]) for p in OUT_OF_SCOPE),
+        studio.ROOT, studio.mount(cfg.api_key, cfg.public_url, cfg.lease_ms),  # its own session auth: studio/guard.py
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: handle_http, TidebaseError: handle_error,
                                         Exception: handle_error, DatabaseError: handle_error})
-    return Cors(Auth(BodyLimit(RawPath(app), cfg.max_body_bytes), cfg.api_key), cfg.cors_origin)
+    return CloseUnread(Cors(Auth(BodyLimit(RawPath(app), cfg.max_body_bytes, cfg.body_timeout_ms / 1000),
+                                 cfg.api_key), cfg.cors_origin))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -31,13 +32,44 @@ def services(request: Request) -> Services:
     return svc
 
 
-def path(request: Request, name: str) -> str:
-    """A path parameter, percent-decoded (routing matched the raw path, §2.4); 400 when the database could not
-    store it (U+0000), which also means no object can have that name."""
-    value = unquote(str(request.path_params[name]))
+# A `%` that does not start a two-digit hex escape.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _decode(raw: str) -> str:
+    """The text of a raw path segment (the request's bytes as latin-1, RawPath routing): percent-decoded, then read
+    as UTF-8. ValueError says why when it is not valid percent-encoded UTF-8, or holds U+0000."""
+    if _BAD_ESCAPE.search(raw):
+        raise ValueError("is not valid percent-encoding")
+    try:
+        value = unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
+    except UnicodeError:
+        raise ValueError("is not percent-encoded UTF-8") from None
     if "\x00" in value:
-        raise invalid(["path", name], "must not contain U+0000")
+        raise ValueError("must not contain U+0000")
     return value
+
+
+def path(request: Request, name: str) -> str:
+    """A path parameter, percent-decoded (routing matched the raw path, §2.4); 400 when it is not valid
+    percent-encoded UTF-8, or holds U+0000, which the database cannot store, so no object can have that name.
+    Decoding is strict so that two different requests never name the same object."""
+    try:
+        return _decode(str(request.path_params[name]))
+    except ValueError as exc:
+        raise invalid(["path", name], str(exc)) from None
+
+
+def path_or_none(request: Request, name: str) -> str | None:
+    """The path parameter `name` as `path()` decodes it, or None when the route has no such parameter or it is
+    invalid. Never raises: for the error handler, which must answer whatever the request held."""
+    raw = request.path_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return _decode(str(raw))
+    except ValueError:
+        return None
 
 
 def query(request: Request, name: str) -> str | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from tidebase import errors as e
 from tidebase import wire_async as w
+from tidebase._translate import loggable_traceback
 
 log = logging.getLogger("tidebase.server")
 
@@ -29,12 +30,16 @@ class HttpError(e.TidebaseError):
 class InvalidRequest(HttpError):
     """400 with `issues: [{path, message}]`."""
 
-    def __init__(self, issues: list[dict[str, Any]], message: str = "invalid request") -> None:
+    def __init__(self, issues: list[dict[str, Any]], message: str = "invalid request body") -> None:
         super().__init__(400, "invalid_request", message, issues=issues)
 
 
 def invalid(path: list[str | int], message: str) -> InvalidRequest:
-    return InvalidRequest([{"path": path, "message": message}])
+    """A 400 for one issue at `path`: "invalid request body" (upstream's wording) for the body, "invalid request"
+    for the path, the query or a header, which upstream does not validate."""
+    outside_body = bool(path) and path[0] in ("path", "query", "headers")
+    return InvalidRequest([{"path": path, "message": message}],
+                          "invalid request" if outside_body else "invalid request body")
 
 
 STATUS: dict[type[BaseException], tuple[int, str, str]] = {
@@ -57,8 +62,8 @@ STATUS: dict[type[BaseException], tuple[int, str, str]] = {
     w.InvalidToken: (403, "invalid_token", "invalid resolve token"),
     w.ScheduleNotFound: (404, "schedule_not_found", "schedule not found"),
     w.NoRecoveryWebhook: (422, "no_recovery_webhook", "run has no recoveryWebhook configured"),
-    e.PayloadError: (400, "invalid_request", "invalid request"),
-    e.InvalidArgument: (400, "invalid_request", "invalid request"),
+    e.PayloadError: (400, "invalid_request", "invalid request body"),
+    e.InvalidArgument: (400, "invalid_request", "invalid request body"),
     e.DatabaseUnavailable: (503, "unavailable", "database unavailable"),
     e.SchemaOutOfDate: (503, "unavailable", "database schema is out of date"),
 }
@@ -81,5 +86,5 @@ def lookup(exc: BaseException) -> tuple[int, str, str, dict[str, Any]]:
             if code == "invalid_request":
                 extra["issues"] = [{"path": [], "message": str(exc)}]
             return status, code, message, extra
-    log.error("internal error", exc_info=exc)
+    log.error("internal error\n%s", loggable_traceback(exc))
     return 500, "internal", "internal server error", {}

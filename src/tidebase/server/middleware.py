@@ -1,7 +1,9 @@
-"""Pure-ASGI middleware: CORS (outermost), API-key authentication, the body limit, and routing on the raw path."""
+"""Pure-ASGI middleware: closing connections whose body was left unread (outermost), CORS, API-key
+authentication, the body limit and timeout, and routing on the raw path."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -10,10 +12,11 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/health", "/health/ready"})
+OPEN_PATHS = frozenset({"/health"})
 ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "authorization, content-type, last-event-id, x-tidebase-worker"
 EVENTS_SUFFIX = "/events"
+CLOSE = (b"connection", b"close")
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
@@ -78,6 +81,13 @@ class Cors:
         await self.app(scope, receive, send_with_cors)
 
 
+def studio_path(scope: Scope) -> bool:
+    """`/` (a redirect) and the Studio, which a browser cannot reach with a bearer token: the Studio checks its own
+    session cookie (server/studio/guard.py). Both the decoded and the raw path must say so."""
+    raw = bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1").split("?", 1)[0]
+    return all(p in {"/", "/studio"} or p.startswith("/studio/") for p in (scope["path"], raw))
+
+
 class Auth:
     """`Authorization: Bearer <key>` on every route but /health; `?token=` on the SSE route only (§2.5).
 
@@ -96,7 +106,7 @@ class Auth:
                                    self.digest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.digest is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if self.digest is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS or studio_path(scope):
             await self.app(scope, receive, send)
             return
         header = _header(scope, b"authorization")
@@ -116,11 +126,14 @@ class Auth:
 
 
 class BodyLimit:
-    """Reads the whole body (at most `limit` bytes) before the app sees it; larger bodies get 413 (§2.1)."""
+    """Reads the whole body before the app sees it: at most `limit` bytes (413 above it, §2.1), all of them within
+    `timeout_s` of the end of the request headers (408 `request_timeout` after it). Both refusals close the
+    connection, so a client that never finishes its body cannot hold one. GET, HEAD and OPTIONS pass unread."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -129,23 +142,20 @@ class BodyLimit:
         too_large = {"error": "payload too large", "code": "payload_too_large", "limit": self.limit}
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await send_json(send, 413, too_large, [(b"connection", b"close")])
+            await send_json(send, 413, too_large, [CLOSE])
             return
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await send_json(send, 413, too_large, [(b"connection", b"close")])
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                body = await self._read(receive)
+        except TimeoutError:
+            await send_json(send, 408, {"error": "request body not received in time", "code": "request_timeout"},
+                            [CLOSE])
+            return
+        if body is None:
+            return
+        if len(body) > self.limit:
+            await send_json(send, 413, too_large, [CLOSE])
+            return
         sent = False
 
         async def replay() -> Message:
@@ -156,3 +166,52 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The body, or its first chunks once they exceed the limit; None when the client disconnected."""
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.limit or not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+class CloseUnread:
+    """Closes the connection after a response that started before the request body was received to its end.
+
+    Answers given without reading a declared body (401, a CORS preflight, a GET handler) would otherwise leave the
+    connection open for the rest of that body, and uvicorn does not arm its idle timer while bytes keep arriving: a
+    client trickling them could hold the connection as long as it liked. Its next request takes a new connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        complete = _header(scope, b"transfer-encoding") is None and (length is None or length.strip() == b"0")
+
+        async def tracked() -> Message:
+            nonlocal complete
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and not complete:
+                headers = list(message.get("headers", []))
+                if CLOSE not in headers:
+                    message = {**message, "headers": [*headers, CLOSE]}
+            await send(message)
+
+        await self.app(scope, tracked, closing)

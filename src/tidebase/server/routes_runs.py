@@ -35,10 +35,10 @@ async def create_run(request: Request) -> JSONResponse:
 async def list_runs(request: Request) -> JSONResponse:
     status = query(request, "status")
     if status is not None and status not in RUN_STATUSES:
-        raise invalid(["status"], f"must be one of {', '.join(RUN_STATUSES)}")
+        raise invalid(["query", "status"], f"must be one of {', '.join(RUN_STATUSES)}")
     raw_limit = query(request, "limit") or "100"
     if not re.fullmatch(r"[0-9]{1,4}", raw_limit) or not 1 <= int(raw_limit) <= 1000:
-        raise invalid(["limit"], "must be an integer from 1 to 1000")
+        raise invalid(["query", "limit"], "must be an integer from 1 to 1000")
     rows = await services(request).wire.list_runs(status, query(request, "workflowName"), query(request, "queue"),
                                                   int(raw_limit))
     return answer({"runs": [render.run(r) for r in rows]})

@@ -45,7 +45,7 @@ async def save_state(request: Request) -> JSONResponse:
 async def versions(request: Request) -> JSONResponse:
     labeled = request.query_params.get("labeled", "false")
     if labeled not in ("true", "false"):
-        raise invalid(["labeled"], "must be true or false")
+        raise invalid(["query", "labeled"], "must be true or false")
     rows = await services(request).wire.versions(path(request, "run_id"), query(request, "stream"),
                                                  labeled == "true")
     return answer({"stateVersions": [render.version(r) for r in rows]})

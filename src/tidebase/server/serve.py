@@ -48,7 +48,9 @@ def run_serve(args: argparse.Namespace) -> int:
               f"binding to {host}", file=sys.stderr)
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     print(f"tidebase serve: listening on http://{host}:{port}", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+    # uvicorn annotates timeout_keep_alive as whole seconds, but hands it to loop.call_later, which takes fractions.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3,
+                timeout_keep_alive=settings.keepalive_timeout_ms / 1000)  # type: ignore[arg-type]
     return 0
 
 

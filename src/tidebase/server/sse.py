@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator
 import psycopg
 
 from tidebase import render
+from tidebase._connect import Timeouts, tuned_conninfo
+from tidebase._deadline import guard
 from tidebase.sql import load_queries
 from tidebase.wire_async import AsyncWire
 
@@ -64,9 +66,10 @@ class Tail:
 class Doorbell:
     """One LISTEN connection per process, fanned out to per-run waiters."""
 
-    def __init__(self, dsn: str, *, keepalive_s: float = 10.0) -> None:
+    def __init__(self, dsn: str, *, keepalive_s: float = 10.0, timeouts: Timeouts | None = None) -> None:
         self.dsn = dsn
         self.keepalive_s = keepalive_s
+        self.timeouts = timeouts or Timeouts()
         self.waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self.tails: dict[str, Tail] = {}
         self.connected = asyncio.Event()
@@ -110,9 +113,8 @@ class Doorbell:
         delay = 0.1
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.dsn, autocommit=True, application_name="tidebase-doorbell"
-                ) as conn:
+                conninfo = tuned_conninfo(self.dsn, self.timeouts, application_name="tidebase-doorbell")
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     # registers this session first, so writers start ringing (tidebase.ring), then LISTENs
                     await conn.execute(load_queries()["listen_events"])
                     self.connected.set()
@@ -122,7 +124,9 @@ class Doorbell:
                         while True:
                             async for note in conn.notifies(timeout=self.keepalive_s):
                                 self.ring(note.payload)
-                            await conn.execute("SELECT 1")
+                            # a stalled path would hang this forever: bounded, it raises and we reconnect
+                            with guard(conn, self.timeouts.deadline, "the database (event doorbell)"):
+                                await conn.execute(load_queries()["ping"])
                     finally:  # stop ringing for us (a session that dies instead is pruned by the reconciler)
                         with contextlib.suppress(Exception):
                             await conn.execute(load_queries()["unlisten_events"])

@@ -7,8 +7,9 @@ SELECT * FROM tidebase.create_run(%(run_id)s, %(workflow)s, %(input)s::jsonb, %(
                                   %(metadata)s::jsonb, %(parent_id)s, %(lease_ms)s)
 
 -- name: acquire_run
--- Take the run lease for an owner: new fencing token, attempt + 1; TB002 while another owner's lease is live.
-SELECT * FROM tidebase.acquire_run(%(run_id)s, %(owner)s, %(lease_ms)s)
+-- Take the run lease for an owner: new fencing token, attempt + 1; TB002 while another owner's lease is live,
+-- unless that owner is `dead_owner` (a process of this host that is gone), whose lease is taken over.
+SELECT * FROM tidebase.acquire_run(%(run_id)s, %(owner)s, %(lease_ms)s, %(dead_owner)s, %(resume_queue)s)
 
 -- name: load_checkpoints
 -- Every step row of a run, for replay: loaded once when a run starts, then served from memory. `has_usage` tells
@@ -153,6 +154,35 @@ SELECT * FROM tidebase.runs
  ORDER BY created_at DESC, id DESC
  LIMIT %(limit)s
 
+-- name: list_runs_since
+-- Newest runs created at or after `since` first, keyset-paginated (a bounded range of runs_newest).
+SELECT * FROM tidebase.runs
+ WHERE (created_at, id) < (%(before_at)s, %(before_id)s) AND created_at >= %(since)s
+ ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s
+
+-- name: list_runs_by_status_since
+-- Newest runs of one status created at or after `since` first, keyset-paginated (runs_status_newest range).
+SELECT * FROM tidebase.runs
+ WHERE status = %(status)s AND (created_at, id) < (%(before_at)s, %(before_id)s) AND created_at >= %(since)s
+ ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s
+
+-- name: list_runs_by_workflow_since
+-- Newest runs of one workflow created at or after `since` first, keyset-paginated (runs_workflow_newest range).
+SELECT * FROM tidebase.runs
+ WHERE workflow = %(workflow)s AND (created_at, id) < (%(before_at)s, %(before_id)s) AND created_at >= %(since)s
+ ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s
+
+-- name: list_runs_by_status_workflow_since
+-- Newest runs of one workflow and status created at or after `since` first (status index range, workflow filtered).
+SELECT * FROM tidebase.runs
+ WHERE status = %(status)s AND workflow = %(workflow)s AND (created_at, id) < (%(before_at)s, %(before_id)s)
+   AND created_at >= %(since)s
+ ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s
+
 -- name: schema_version
 -- The highest applied migration, or nothing when the schema was never installed.
 SELECT max(version) AS version FROM tidebase.schema_migrations
@@ -186,6 +216,14 @@ SELECT pg_advisory_unlock(%(key)s)
 -- name: set_lock_timeout
 -- Bound how long the migration runner waits for the lock.
 SELECT set_config('lock_timeout', %(timeout)s, false)
+
+-- name: lift_statement_timeout
+-- Let migrations run as long as they need (building an index on a big table may take minutes).
+SELECT set_config('statement_timeout', '0', false)
+
+-- name: reset_statement_timeout
+-- Back to the session's own statement timeout (the one its connection parameters set).
+RESET statement_timeout
 
 -- name: repeatable_read
 -- Make the current transaction read one consistent snapshot.
@@ -263,12 +301,12 @@ SELECT tidebase.record_saved_usage(%(run_id)s, %(step_key)s) AS copied
 SELECT * FROM tidebase.usage WHERE run_id = ANY(%(run_ids)s) ORDER BY created_at, id
 
 -- name: run_tree
--- A run and all its descendants through child and fanout edges (not forks).
+-- A run and the runs it created as children, recursively: not its forks, nor the children a fork inherited.
 WITH RECURSIVE tree (id) AS (
     SELECT %(run_id)s::text
     UNION
     SELECT e.child_run_id FROM tidebase.run_edges e JOIN tree t ON e.parent_run_id = t.id
-     WHERE e.edge_type <> 'fork'
+      JOIN tidebase.runs c ON c.id = e.child_run_id AND c.parent_id = e.parent_run_id
 )
 SELECT id FROM tree
 
@@ -286,12 +324,22 @@ SELECT * FROM tidebase.state_versions WHERE run_id = %(run_id)s AND stream = %(s
 SELECT * FROM tidebase.state_versions WHERE run_id = %(run_id)s AND stream = %(stream)s AND label = %(label)s
  ORDER BY version DESC LIMIT 1
 
+-- name: state_at_label_any_stream
+-- The newest version with a label in each stream of the run that has one (index state_versions_labeled).
+SELECT DISTINCT ON (stream) * FROM tidebase.state_versions
+ WHERE run_id = %(run_id)s AND label = %(label)s
+ ORDER BY stream, version DESC
+
 -- name: state_at_step
 -- The newest version of a stream written before a step completed.
 SELECT v.* FROM tidebase.state_versions v
   JOIN tidebase.steps s ON s.run_id = v.run_id AND s.key = %(step_key)s AND s.status = 'completed'
  WHERE v.run_id = %(run_id)s AND v.stream = %(stream)s AND v.created_at <= s.completed_at
  ORDER BY v.version DESC LIMIT 1
+
+-- name: ping
+-- A round trip that proves an idle connection (a LISTEN session) still reaches the server.
+SELECT 1
 
 -- name: listen_events
 -- Register this session as a listener of the event doorbell, then LISTEN (in this order: see tidebase.ring).

@@ -23,6 +23,23 @@ SELECT * FROM tidebase.claim_runs(%(owner)s, %(queues)s, %(workflows)s, %(limit)
 -- Hand a claimed run back to its queue (worker shutdown), fenced by the token.
 SELECT tidebase.release_run(%(run_id)s, %(token)s, %(reason)s)
 
+-- name: unserved_workflows
+-- (queue, workflow) pairs, at most `limit`, of runs that a worker registering only `workflows` never claims: among
+-- the first `scan` due runs of each queue in claim order (runs_queue_due, a bounded range per queue), those due for
+-- at least `grace_ms` whose workflow is not in `workflows`. The cutoff is computed once, so that it can bound the
+-- index range (tidebase.now() is volatile).
+SELECT DISTINCT q.queue, r.workflow
+  FROM (SELECT tidebase.now() - %(grace_ms)s::bigint * interval '1 millisecond' AS cutoff) c
+ CROSS JOIN unnest(%(queues)s::text[]) AS q (queue)
+ CROSS JOIN LATERAL (
+       SELECT workflow FROM tidebase.runs
+        WHERE status = 'queued' AND queue = q.queue AND available_at <= c.cutoff
+        ORDER BY priority DESC, available_at, created_at, id
+        LIMIT %(scan)s) r
+ WHERE r.workflow <> ALL (%(workflows)s::text[])
+ ORDER BY r.workflow, q.queue
+ LIMIT %(limit)s
+
 -- name: configure_queue
 -- Set a queue's concurrency and rate caps (NULL: unlimited) and whether it is paused.
 SELECT * FROM tidebase.configure_queue(%(queue)s, %(concurrency)s, %(rate_limit)s, %(rate_window_ms)s, %(paused)s)
@@ -107,30 +124,8 @@ SELECT * FROM tidebase.schedule_fires WHERE schedule = %(name)s ORDER BY fire_at
 SELECT * FROM tidebase.recoveries WHERE run_id = %(run_id)s ORDER BY detected_at, id
 
 -- name: recover_run
--- Operator recovery of a failed, pending or manual-review run: back to its queue now, with a recorded recovery.
-WITH r AS (
-    SELECT * FROM tidebase.runs WHERE id = %(run_id)s FOR UPDATE
-), u AS (
-    UPDATE tidebase.runs t
-       SET status = 'queued', queue = coalesce(t.queue, %(queue)s), available_at = tidebase.now(), failures = 0,
-           event_seq = t.event_seq + 1, updated_at = tidebase.now(), lease_owner = NULL, lease_expires_at = NULL
-      FROM r
-     WHERE t.id = r.id AND r.status IN ('failed', 'pending', 'waiting')
-    RETURNING t.*
-), rec AS (
-    INSERT INTO tidebase.recoveries (run_id, id, reason, detected_by, previous_owner, previous_token)
-    SELECT u.id, tidebase.new_id('rec_'), 'operator', %(actor)s, r.lease_owner, r.fencing_token FROM u, r
-    RETURNING id
-), e AS (
-    INSERT INTO tidebase.events (run_id, seq, type, payload)
-    SELECT u.id, u.event_seq, 'run.recovering',
-           jsonb_build_object('recoveryId', rec.id, 'reason', 'operator', 'actor', %(actor)s::text,
-                              'previousStatus', r.status)
-      FROM u, r, rec
-)
-SELECT r.status AS previous_status, (SELECT id FROM u) AS requeued, pg_notify('tidebase_queues', coalesce(
-       (SELECT queue FROM u), ''))
-  FROM r
+-- Operator recovery of a run nobody executes: back on a queue now, recorded; TB009 says precisely why not.
+SELECT * FROM tidebase.recover_run(%(run_id)s, %(actor)s, %(queue)s)
 
 -- name: claim_deliveries
 -- Claim up to `limit` due webhook deliveries, held for `hold_ms` while this dispatcher delivers them.
@@ -146,10 +141,10 @@ SELECT tidebase.record_delivery(%(id)s, %(attempt)s, %(started_at)s, %(duration_
                                 %(ok)s, %(retry)s, %(retry_ms)s, %(response)s, %(max_attempts)s)
 
 -- name: deliveries_of_run
--- A run's webhook deliveries with their attempts.
-SELECT o.*, coalesce((SELECT jsonb_agg(to_jsonb(a) ORDER BY a.attempt) FROM tidebase.outbox_attempts a
+-- A run's webhook deliveries with their attempts, without secrets or resolve tokens (tidebase.public_delivery).
+SELECT d.*, coalesce((SELECT jsonb_agg(to_jsonb(a) ORDER BY a.attempt) FROM tidebase.outbox_attempts a
                        WHERE a.outbox_id = o.id), '[]') AS attempt_log
-  FROM tidebase.outbox o WHERE o.run_id = %(run_id)s ORDER BY o.id
+  FROM tidebase.outbox o, tidebase.public_delivery(o) d WHERE o.run_id = %(run_id)s ORDER BY o.id
 
 -- name: http_configure_queue
 -- Upsert a queue's config from the HTTP API: a field whose `set_` flag is false keeps its stored value, a set null
@@ -187,13 +182,15 @@ SELECT coalesce(n.queue, c.queue) AS name, coalesce(n.queued, 0) AS queued, coal
 SELECT * FROM tidebase.claim_runs(%(owner)s, %(queues)s, NULL, %(limit)s, %(lease_ms)s)
 
 -- name: request_recovery
--- Schedule a manual run.resume webhook (none when the run has no recovery webhook).
-SELECT * FROM tidebase.request_recovery(%(run_id)s, %(reason)s)
+-- Schedule a manual run.resume webhook (none when the run has no recovery webhook), shown without its secret.
+SELECT d.* FROM tidebase.request_recovery(%(run_id)s, %(reason)s) o, tidebase.public_delivery(o) d
 
 -- name: recovery_webhooks_of_run
--- A run's recovery and invoke webhooks (RecoveryAttempts), oldest first.
-SELECT * FROM tidebase.outbox WHERE run_id = %(run_id)s AND kind = 'recovery' ORDER BY id
+-- A run's recovery and invoke webhooks (RecoveryAttempts), oldest first, without their secrets.
+SELECT d.* FROM tidebase.outbox o, tidebase.public_delivery(o) d
+ WHERE o.run_id = %(run_id)s AND o.kind = 'recovery' ORDER BY o.id
 
 -- name: channel_deliveries_of_run
--- A run's channel deliveries, oldest first.
-SELECT * FROM tidebase.outbox WHERE run_id = %(run_id)s AND kind = 'channel' ORDER BY id
+-- A run's channel deliveries, oldest first, without secrets or resolve tokens.
+SELECT d.* FROM tidebase.outbox o, tidebase.public_delivery(o) d
+ WHERE o.run_id = %(run_id)s AND o.kind = 'channel' ORDER BY o.id
