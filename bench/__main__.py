@@ -1,4 +1,4 @@
-"""Command line: `python -m bench core|compare [--dsn ADMIN_DSN] [--smoke] [--json PATH] ...`.
+"""Command line: `python -m bench core|compare|studio [--dsn ADMIN_DSN] [--smoke] [--json PATH] ...`.
 
 `core` measures Tidebase against the raw Postgres floor; `compare` puts Tidebase side by side with DBOS Transact and
 LangGraph's PostgresSaver (each installed into its own virtualenv) and the floor. `--dsn` is an admin DSN; the
@@ -22,6 +22,7 @@ from .compare import CompareConfig, TaskFailed, as_url, machine_details, parse_s
 from .core import CoreConfig, run_core
 from .report import render, write_json
 from .scratch import DEFAULT_ADMIN_DSN, default_database_name, machine_facts, scratch_database
+from .studio import StudioConfig, run_studio
 from .venvs import DIAGNOSTICS, PEERS, SYSTEMS, default_venv_root, interpreter
 
 
@@ -54,7 +55,19 @@ def parser() -> argparse.ArgumentParser:
                       help="also measure with synchronous_commit=off and the raw complete_step statement")
     core.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the raw numbers as JSON")
     add_compare(commands)
+    add_studio(commands)
     return root
+
+
+def add_studio(commands: Any) -> None:
+    cmd = commands.add_parser("studio", help="Studio pages' server-side time on big tables, and their plans")
+    cmd.add_argument("--dsn", default=os.environ.get("TIDEBASE_BENCH_DSN", DEFAULT_ADMIN_DSN),
+                     help="admin DSN (default: $TIDEBASE_BENCH_DSN, else %(default)s)")
+    cmd.add_argument("--database", default=None, help="name of the database to create; must not exist")
+    cmd.add_argument("--runs", type=positive, default=StudioConfig.runs, help="runs in the table (%(default)s)")
+    cmd.add_argument("--steps", type=positive, default=StudioConfig.steps, help="steps of the long run (%(default)s)")
+    cmd.add_argument("--repeat", type=positive, default=StudioConfig.repeat, help="timed requests per page")
+    cmd.add_argument("--smoke", action="store_true", help="2,000 runs, 200 steps, 5 requests: a few seconds (CI)")
 
 
 def sizes(text: str) -> tuple[int, ...]:
@@ -171,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(sys.orig_argv if argv is None else ["python", "-m", "bench", *argv])
     if args.command == "compare":
         return main_compare(args, command)
+    if args.command == "studio":
+        studio_config = StudioConfig.smoke() if args.smoke else StudioConfig(args.runs, args.steps, args.repeat)
+        return run_studio(args.dsn, studio_config, args.database)
     config = config_from(args)
     database = args.database or default_database_name()
     try:
