@@ -25,9 +25,47 @@ Event = threading.Event
 AEvent = asyncio.Event
 
 
+def check_fn(fn: Any, what: str, hint: str = "") -> None:
+    """Refuses, before anything is written, what the sync API cannot call: a non-callable, or an `async def`
+    function (its call would only create a coroutine). TypeError naming `what`."""
+    _check_callable(fn, what, hint)
+    call_method = None if inspect.isroutine(fn) else type(fn).__dict__.get("__call__")  # an object with async __call__
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call_method):
+        raise TypeError(
+            f"{what} {_describe(fn)} is an async function, which the sync API cannot run: use "
+            "tidebase.aio.AsyncTidebase (await tide.run(...)), or make the function synchronous"
+        )
+
+
+def acheck_fn(fn: Any, what: str, hint: str = "") -> None:
+    """Refuses, before anything is written, what the async API cannot call: a non-callable. Sync and async functions
+    are both fine here. TypeError naming `what`."""
+    _check_callable(fn, what, hint)
+
+
+def _check_callable(fn: Any, what: str, hint: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"{what} must be a function, not {type(fn).__name__} {_short(fn)}" + (f"; {hint}" if hint
+                                                                                               else ""))
+
+
+def _describe(fn: Any) -> str:
+    return repr(getattr(fn, "__qualname__", None) or type(fn).__name__)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def call(fn: Callable[..., T], *args: Any) -> T:
-    """Calls a step or workflow function."""
-    return fn(*args)
+    """Calls a step or workflow function; a coroutine coming back (a sync function that returned one) is refused."""
+    result = fn(*args)
+    if inspect.iscoroutine(result):
+        result.close()  # never awaited: close it so Python does not warn about it
+        raise TypeError(f"{_describe(fn)} returned a coroutine, which the sync API cannot await: use "
+                        "tidebase.aio.AsyncTidebase, or make the function synchronous")
+    return result
 
 
 async def acall(fn: Callable[..., Any], *args: Any) -> Any:

@@ -1,8 +1,9 @@
 """Turning Python values into stored JSON, and hashing inputs.
 
 Every payload Tidebase stores (step outputs, run inputs and results, state values, errors) is `jsonb`. Values that
-are not JSON are converted by a pluggable `Serializer`, whose default handles dataclasses and pydantic models and
-nothing else: no pickle, ever, because a checkpoint store must not execute code when it reads. A value that cannot be
+are not JSON are converted by a pluggable `Serializer`. The default one knows the types agent code returns every
+day (the table in `JsonSerializer`) and refuses the rest: no pickle, ever, because a checkpoint store must not
+execute code when it reads. A value that cannot be
 stored (not serializable, NaN, U+0000, a lone surrogate, or larger than the payload limit) raises `PayloadError`
 *before* anything is sent to the database, naming the run and the step.
 
@@ -15,11 +16,17 @@ returns that same decoded form, so a workflow sees identical values on its first
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import enum
 import hashlib
 import json
+import os
 import re
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
+from uuid import UUID
 
 from .errors import PayloadError
 
@@ -42,15 +49,48 @@ class Serializer(Protocol):
 
 
 class JsonSerializer:
-    """The default serializer: dataclasses and pydantic models become JSON objects; anything else is refused."""
+    """The default serializer. What a replay returns for each type (a first execution returns the same):
+
+    | value | stored and returned as |
+    |---|---|
+    | `datetime` | ISO 8601 string, with its offset when aware: `"2026-12-07T18:30:00+01:00"`; a naive one has none |
+    | `date`, `time` | ISO 8601 string: `"2026-12-07"`, `"18:30:00"` (`"18:30:00+01:00"` when aware) |
+    | `timedelta` | seconds, a number: `90.5` |
+    | `UUID` | its canonical string: `"0b9f…"` |
+    | `Decimal` | its exact string: `"12.30"` (a JSON number would round it) |
+    | `Enum` member | its value, converted in turn |
+    | `set`, `frozenset` | a list, sorted by each element's canonical JSON (so equal sets hash alike) |
+    | `tuple` | a list |
+    | `bytes`, `bytearray`, `memoryview` | a standard base64 string: decode it with `base64.b64decode` |
+    | `pathlib.Path` and other `os.PathLike` | its string |
+    | dataclass instance | an object of its fields (`dataclasses.asdict`), converted in turn |
+    | pydantic model | `model.model_dump(mode="json")` |
+
+    Anything else raises TypeError, which the caller reports as PayloadError naming the run and the step.
+    """
 
     def default(self, value: Any) -> Any:
+        if isinstance(value, datetime | date | time):
+            return value.isoformat()
+        if isinstance(value, timedelta):
+            return value.total_seconds()
+        if isinstance(value, UUID | Decimal):
+            return str(value)
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, set | frozenset):
+            return sorted(value, key=lambda item: dumps(item, self, sort_keys=True))
+        if isinstance(value, bytes | bytearray | memoryview):
+            return base64.b64encode(bytes(value)).decode("ascii")
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return dataclasses.asdict(value)
         dump = getattr(value, "model_dump", None)
         if callable(dump):  # pydantic v2 models
             return dump(mode="json")
-        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+        raise TypeError(f"{type(value).__name__} is not JSON serializable (see tidebase.JsonSerializer for the "
+                        "supported types, or pass Tidebase(serializer=...))")
 
 
 def dumps(value: Any, serializer: Serializer, *, sort_keys: bool = False) -> str:

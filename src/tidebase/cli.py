@@ -7,18 +7,28 @@ failed check, 2 a Tidebase error (its message on stderr).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__, _embedded, cli_ops, demo
 from ._config import configured_dsn, resolve_dsn
+from .cli_output import Output, error, spell
 from .engine import Tidebase
-from .errors import TidebaseError
+from .errors import GateAlreadyResolved, TidebaseError
 from .migrate import migrate
 
 
 def _out(text: str) -> None:
-    print(text, flush=True)
+    Output().line(text)
+
+
+def _message(exc: TidebaseError) -> str:
+    """The error's message as the CLI prints it (a gate decision in the CLI's spelling of `cancelled`)."""
+    gate_id = exc.context.get("gate_id")
+    if isinstance(exc, GateAlreadyResolved) and gate_id:
+        return f"gate {gate_id} is already resolved: {spell(exc.decision)} by {exc.actor or 'an operator'}"
+    return str(exc)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -80,8 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except TidebaseError as exc:
-        print(f"tidebase: {exc}", file=sys.stderr)
+        error(_message(exc))
         return 2
+    except BrokenPipeError:
+        # The reader went away (`tidebase runs ls | head`): not an error of ours. Point stdout at /dev/null so that
+        # the interpreter's final flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return code
 
 
