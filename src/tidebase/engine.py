@@ -355,30 +355,35 @@ class Tidebase:
             calls.insert(0, create)
         deadline = None if wait is None else time.monotonic() + wait
         delay = 0.02
-        while True:
-            try:
-                *_, acquired, checkpoints = db.pipeline(calls, run_id=run_id)
-                break
-            except LeaseHeld as exc:
-                if exc.owner != acquire["dead_owner"] and holder_exited(exc.owner):
-                    logger.warning("run %s: its lease holder, %s, has exited; taking the run over", run_id,
-                                   describe_holder(exc.owner))
-                    acquire["dead_owner"] = exc.owner
-                    continue
-                if deadline is None or time.monotonic() >= deadline:
-                    raise
-                sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 0.5)
-        row = acquired[0]
-        if row["status"] == "completed":
-            return row["result"]
-        ctx = RunContext(self, row, {cp["key"]: cp for cp in checkpoints}, owner)
-        return self._execute(ctx, workflow)
+        # Held from before the lease can exist until the context has stopped: another acquisition of this process
+        # must never judge this owner abandoned (tidebase._owners.holder_exited) while it is being taken or used.
+        hold(owner)
+        try:
+            while True:
+                try:
+                    *_, acquired, checkpoints = db.pipeline(calls, run_id=run_id)
+                    break
+                except LeaseHeld as exc:
+                    if exc.owner != acquire["dead_owner"] and holder_exited(exc.owner):
+                        logger.warning("run %s: its lease holder, %s, has exited; taking the run over", run_id,
+                                       describe_holder(exc.owner))
+                        acquire["dead_owner"] = exc.owner
+                        continue
+                    if deadline is None or time.monotonic() >= deadline:
+                        raise
+                    sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                    delay = min(delay * 2, 0.5)
+            row = acquired[0]
+            if row["status"] == "completed":
+                return row["result"]
+            ctx = RunContext(self, row, {cp["key"]: cp for cp in checkpoints}, owner)
+            return self._execute(ctx, workflow)
+        finally:
+            drop(owner)
 
     def _execute(self, ctx: RunContext, workflow: Callable[..., Any]) -> Any:
         db = self._require_db()
         ids = {"run_id": ctx.run_id, "token": ctx.token}
-        hold(ctx.owner)
         ctx._start_heartbeat(self.lease_seconds / 3)
         try:
             try:
@@ -399,7 +404,6 @@ class Tidebase:
             return json.loads(text)
         finally:
             ctx._stop()
-            drop(ctx.owner)
 
 
 def _not_found(run_id: str) -> NotFound:

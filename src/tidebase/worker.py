@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._acompat import Event, event_wait, join, spawn
 from ._logging import format_duration
-from ._owners import new_owner
+from ._owners import drop, hold, new_owner
 from .errors import ConfigurationError, DatabaseUnavailable, LeaseLost, RunCancelled, RunSuspended, TidebaseError
 from .reconciler import Reconciler
 from .run import RunContext
@@ -101,6 +101,7 @@ class Worker:
         if not names:
             raise ConfigurationError("no workflow is registered: decorate one with @tide.workflow(name)")
         db = self._tide._open()
+        hold(self.owner)  # its runs' leases are this process's own for as long as it works: never judged abandoned
         previous = self._install_signals()
         conninfo = db.pool.conninfo
         dispatcher = Dispatcher(conninfo) if self.webhooks and isinstance(conninfo, str) else None
@@ -146,6 +147,7 @@ class Worker:
             if dispatcher is not None:
                 dispatcher.stop()
             self._restore_signals(previous)
+            drop(self.owner)
         return self.executed
 
     def _start(self, row: dict[str, Any]) -> None:
