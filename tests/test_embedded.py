@@ -231,3 +231,26 @@ def test_a_server_that_cannot_start_raises_with_the_end_of_its_log(home: Path) -
     with pytest.raises(_embedded.EmbeddedError, match="max_connections"):
         _embedded.ensure_server()
     assert not processes(home, "postgres")
+
+
+def test_the_first_start_says_what_it_is_doing(home: Path) -> None:
+    """`tidebase migrate` on a fresh home says on stderr that it is creating the embedded PostgreSQL, and when it is
+    ready; a later command that reuses the running server says nothing of it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TIDEBASE_DATABASE_URL", "DATABASE_URL")}
+    env["PYTHONPATH"] = os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])
+    first = subprocess.run([sys.executable, "-m", "tidebase", "migrate"], env=env, capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    assert "tidebase: creating and starting the embedded PostgreSQL in" in first.stderr
+    assert "the embedded PostgreSQL is ready on 127.0.0.1:" in first.stderr
+    keep = subprocess.Popen([sys.executable, "-c", CLIENT], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        dsn_of(keep)  # a client keeps the server up between the two commands
+        again = subprocess.run([sys.executable, "-m", "tidebase", "migrate"], env=env, capture_output=True,
+                               text=True, timeout=120, check=False)
+        assert again.returncode == 0 and "embedded PostgreSQL" not in again.stderr
+    finally:
+        keep.kill()
+        keep.wait()
+        assert keep.stdout is not None
+        keep.stdout.close()

@@ -238,3 +238,28 @@ def test_fork_whose_child_input_changed_raises_child_conflict(tide: Tidebase) ->
         tide.run("research", wf, run_id="fork", input={"topic": "trains"})
     assert info.value.child_run_id == source_child  # type: ignore[attr-defined]
     assert executed == Counter()
+
+
+def test_a_fork_reports_the_usage_its_replayed_steps_saved(tide: Tidebase) -> None:
+    """A step the fork copied from its source, replayed when the fork runs, reports the usage of its original
+    execution as saved by the fork (as a resumed run does), while the fork spends nothing on it."""
+    calls: Counter[str] = Counter()
+
+    def agent(run: Any, input: Any) -> Any:
+        def draft() -> str:
+            calls["draft"] += 1
+            run.usage.record(kind="llm", provider="acme", model="m-1", input_tokens=1200, output_tokens=420,
+                             cost_usd=0.012)
+            return "draft"
+
+        text = run.step("draft", draft)
+        return run.step("polish", text.upper)
+
+    tide.run("writer", agent, run_id="src")
+    fork = tide.runs.fork("src", at_step="draft")
+    assert tide.run("writer", agent, run_id=fork.id) == "DRAFT"
+    assert calls["draft"] == 1
+    report = tide.runs.usage(fork.id)
+    assert report.saved_total.records == 1 and report.saved_total.input_tokens == 1200
+    assert report.spent_total.records == 0
+    assert tide.runs.usage("src").saved_total.records == 0

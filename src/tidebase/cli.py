@@ -7,6 +7,7 @@ failed check, 2 a Tidebase error (its message on stderr).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -85,8 +86,21 @@ def create_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _announce_embedded_starts() -> None:
+    """Shows on stderr what the embedded PostgreSQL is doing while a command waits for it (its first start takes a
+    few seconds): the command owns its process, so it may attach a handler; the library never does."""
+    embedded = logging.getLogger("tidebase.embedded")
+    if not embedded.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("tidebase: %(message)s"))
+        embedded.addHandler(handler)
+        embedded.setLevel(logging.INFO)
+        embedded.propagate = False  # a worker's configured root logger must not print it twice
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = create_parser().parse_args(argv)
+    _announce_embedded_starts()
     try:
         code: int = args.func(args)
     except TidebaseError as exc:

@@ -63,6 +63,18 @@ def test_create_list_detail(client: TestClient) -> None:  # items 1-4
     assert client.get("/runs", params={"status": "weird"}).json()["code"] == "invalid_request"
 
 
+def test_an_invalid_body_is_worded_as_upstream_words_it(client: TestClient) -> None:
+    """A malformed or invalid body answers 400 `invalid request body` (upstream's wording) with its issues; a bad
+    query parameter, which upstream does not validate, answers `invalid request`."""
+    for bad in (client.post("/runs/wf", content=b"{not json", headers={"content-type": "application/json"}),
+                client.post("/runs/wf", json={"metadata": 3})):
+        body = bad.json()
+        assert (bad.status_code, body["error"], body["code"]) == (400, "invalid request body", "invalid_request")
+        assert body["issues"]
+    query = client.get("/runs", params={"limit": "0"}).json()
+    assert (query["error"], query["issues"][0]["path"]) == ("invalid request", ["query", "limit"])
+
+
 def test_client_chosen_run_id(client: TestClient) -> None:
     r1 = client.post("/runs/wf", json={"runId": "my-run:1", "input": {"a": 1}})
     r2 = client.post("/runs/wf", json={"runId": "my-run:1", "input": {"a": 1}})

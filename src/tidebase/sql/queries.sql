@@ -15,7 +15,8 @@ SELECT * FROM tidebase.acquire_run(%(run_id)s, %(owner)s, %(lease_ms)s, %(dead_o
 -- Every step row of a run, for replay: loaded once when a run starts, then served from memory. `has_usage` tells
 -- which replayed steps must report the usage they saved.
 SELECT key, status, input_hash, output, contract, attempt,
-       EXISTS (SELECT 1 FROM tidebase.usage u WHERE u.run_id = s.run_id AND u.step_key = s.key AND NOT u.saved)
+       EXISTS (SELECT 1 FROM tidebase.usage u
+                WHERE u.run_id = coalesce(s.usage_from, s.run_id) AND u.step_key = s.key AND NOT u.saved)
            AS has_usage
   FROM tidebase.steps s
  WHERE run_id = %(run_id)s

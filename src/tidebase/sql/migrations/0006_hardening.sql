@@ -400,6 +400,30 @@ UPDATE tidebase.outbox SET source = jsonb_set(source, '{payload}', (source -> 'p
 -- first), and a decided gate answers TB012 whatever its run did since; only a pending gate of a terminal run gets
 -- the run's refusal. http_gate_for_resolve skips its terminal-run check for a decided gate for the same reason.
 
+-- A step a fork copied stands for work its source run did: usage_from names the run whose usage records that
+-- execution, so that when the fork replays the step it reports that usage as saved, as a resumed run does.
+ALTER TABLE tidebase.steps ADD COLUMN usage_from text;
+
+-- Copies the original usage of a step replayed from its checkpoint as saved usage of p_run_id: the run's own
+-- records, or, for a step a fork copied, those of the run that executed it. Replaces version 2 (same signature).
+CREATE OR REPLACE FUNCTION tidebase.record_saved_usage(p_run_id text, p_step_key text) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_from text;
+    v_count integer;
+BEGIN
+    SELECT coalesce(usage_from, run_id) INTO v_from FROM tidebase.steps WHERE run_id = p_run_id AND key = p_step_key;
+    INSERT INTO tidebase.usage (run_id, id, step_key, kind, provider, model, label, unit, quantity, input_tokens,
+                                output_tokens, total_tokens, cost_usd, metadata, saved, saved_from)
+    SELECT p_run_id, tidebase.new_id('use_'), step_key, kind, provider, model, label, unit, quantity, input_tokens,
+           output_tokens, total_tokens, cost_usd, metadata, true, id
+      FROM tidebase.usage
+     WHERE run_id = coalesce(v_from, p_run_id) AND step_key = p_step_key AND NOT saved;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
+
 -- Creates run p_new_id from run p_source_id: the source's completed checkpoints up to and including step p_at_key
 -- (by completion order), its resolved gates, its state versions up to that point, the edges of its children that
 -- had completed by then (the same child runs, so the fork replays their results), and an edge of type `fork`.
@@ -427,9 +451,9 @@ BEGIN
             jsonb_build_object('forkedFrom', p_source_id, 'forkedAtStep', p_at_key), src.lease_ms, 0)
     RETURNING * INTO r;
     INSERT INTO tidebase.steps (run_id, key, id, name, occurrence, input_hash, contract, status, output, attempt,
-                                started_at, completed_at, created_at, updated_at)
+                                started_at, completed_at, created_at, updated_at, usage_from)
     SELECT p_new_id, key, tidebase.new_id('step_'), name, occurrence, input_hash, contract, 'completed', output,
-           attempt, started_at, completed_at, created_at, updated_at
+           attempt, started_at, completed_at, created_at, updated_at, coalesce(usage_from, p_source_id)
       FROM tidebase.steps
      WHERE run_id = p_source_id AND status = 'completed' AND (completed_at, key) <= (cut.completed_at, cut.key);
     INSERT INTO tidebase.gates (run_id, name, id, prompt, data, status, decision, actor, payload, token_hash,
