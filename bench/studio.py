@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tidebase.migrate import migrate
+from tidebase.core.migrate import migrate
 from tidebase.models import RUN_STATUSES
 from tidebase.sql import load_queries
 

@@ -17,14 +17,14 @@ from psycopg import conninfo
 
 from tidebase import Tidebase
 from tidebase.aio import AsyncTidebase
-from tidebase.migrate import migrate
+from tidebase.core.migrate import migrate
 
 
 def _server_dsn() -> str:
     dsn = os.environ.get("TIDEBASE_TEST_DATABASE_URL")
     if dsn:
         return dsn
-    from tidebase import _embedded
+    from tidebase.core import embedded as _embedded
 
     return _embedded.ensure_server()
 

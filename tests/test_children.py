@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from tidebase import Tidebase
-from tidebase.children import Child
+from tidebase.agents.children import Child
 from tidebase.errors import ChildConflict, InputMismatch, InvalidArgument
 
 

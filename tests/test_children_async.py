@@ -7,8 +7,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from tidebase.agents.children_async import Child
 from tidebase.aio import AsyncTidebase
-from tidebase.children_async import Child
 from tidebase.errors import ChildConflict, InputMismatch, InvalidArgument
 
 

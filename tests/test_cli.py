@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tidebase.cli import main
+from tidebase.cli.main import main
 
 
 def test_migrate_reports_the_schema_version(empty_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:

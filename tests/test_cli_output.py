@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from tidebase import ManualReviewRequired, RunSuspended, Tidebase
-from tidebase.cli import main
+from tidebase.cli.main import main
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

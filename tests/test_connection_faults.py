@@ -22,7 +22,7 @@ from psycopg import conninfo
 
 from netfault import FaultProxy
 from tidebase import ConfigurationError, DatabaseUnavailable, Tidebase
-from tidebase._connect import Timeouts, tuned_conninfo
+from tidebase.core.connect import Timeouts, tuned_conninfo
 
 FAST = 5.0  # the promise: a wrong DSN raises within this many seconds
 SLACK = 1.5  # process and scheduling overhead on a loaded machine

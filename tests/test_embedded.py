@@ -20,7 +20,7 @@ import psutil
 import psycopg
 import pytest
 
-from tidebase import _embedded
+from tidebase.core import embedded as _embedded
 
 pytestmark = pytest.mark.embedded
 
@@ -30,7 +30,7 @@ SRC = str(Path(_embedded.__file__).resolve().parents[1])
 CLIENT = """
 import sys, time
 from pathlib import Path
-from tidebase import _embedded
+from tidebase.core import embedded as _embedded
 if len(sys.argv) > 1:  # wait at a starting line, so that several clients call at the same moment
     print("ready", flush=True)
     while not Path(sys.argv[1]).exists():

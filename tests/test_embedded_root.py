@@ -23,7 +23,7 @@ import psutil
 import psycopg
 import pytest
 
-from tidebase import _embedded
+from tidebase.core import embedded as _embedded
 
 pytestmark = [
     pytest.mark.embedded,

@@ -23,8 +23,8 @@ from tidebase import (
     RunCancelled,
     RunSuspended,
 )
-from tidebase.engine import Tidebase
-from tidebase.gates import GateDecision
+from tidebase.agents.gates import GateDecision
+from tidebase.client import Tidebase
 
 
 def count(db: psycopg.Connection[Any], sql: str, *args: Any) -> Any:

@@ -23,8 +23,8 @@ from tidebase import (
     RunCancelled,
     RunSuspended,
 )
-from tidebase.engine_async import AsyncTidebase
-from tidebase.gates_async import GateDecision
+from tidebase.agents.gates_async import GateDecision
+from tidebase.client_async import AsyncTidebase
 
 
 def count(db: psycopg.Connection[Any], sql: str, *args: Any) -> Any:

@@ -8,8 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tidebase import InvalidArgument, NotFound
-from tidebase import Tidebase
+from tidebase import InvalidArgument, NotFound, Tidebase
 
 
 class Crash(Exception):

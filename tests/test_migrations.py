@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from tidebase import MigrationLockTimeout, SchemaOutOfDate, Tidebase
-from tidebase import migrate as migrate_module
-from tidebase.migrate import MIGRATION_LOCK_KEY, latest_version, migrate
+from tidebase.core import migrate as migrate_module
+from tidebase.core.migrate import MIGRATION_LOCK_KEY, latest_version, migrate
 from tidebase.sql import Migration
 
 

@@ -9,8 +9,7 @@ import psycopg
 import pydantic
 import pytest
 
-from tidebase import InputMismatch, ManualReviewRequired, NotFound, PayloadError, RunCancelled
-from tidebase import Tidebase
+from tidebase import InputMismatch, ManualReviewRequired, NotFound, PayloadError, RunCancelled, Tidebase
 
 
 class Crash(BaseException):

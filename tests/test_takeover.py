@@ -22,7 +22,7 @@ import pytest
 
 from fix_probe import wait_until
 from tidebase import Conflict, LeaseHeld, Reconciler, Tidebase, Worker
-from tidebase._owners import describe_holder, holder_exited, new_owner, parse_owner
+from tidebase.core.owners import describe_holder, holder_exited, new_owner, parse_owner
 
 CRASH = Path(__file__).with_name("crash_proc.py")
 

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from tidebase import PayloadError, Tidebase
-from tidebase._serde import JsonSerializer, canonical_hash
 from tidebase.aio import AsyncTidebase
+from tidebase.core.serde import JsonSerializer, canonical_hash
 
 
 class Color(enum.Enum):

@@ -6,11 +6,12 @@ is invoked again with the same run id. See `Tidebase.run`. The asyncio API is `t
 
 from __future__ import annotations
 
-from ._serde import JsonSerializer, Serializer
-from ._version import __version__
-from .children import Child
-from .engine import Runs, Tidebase
-from .errors import (
+from tidebase._version import __version__
+from tidebase.agents.children import Child
+from tidebase.client import Runs, Tidebase
+from tidebase.core.context import RunContext, State
+from tidebase.core.serde import JsonSerializer, Serializer
+from tidebase.errors import (
     ChildConflict,
     ConfigurationError,
     Conflict,
@@ -32,14 +33,13 @@ from .errors import (
     SchemaOutOfDate,
     TidebaseError,
 )
-from .models import Edge, Event, Run, RunPage, StateVersion, Step
-from .queues import QueueInfo, Queues
-from .reconciler import Reconciler, TickResult
-from .registry import Registry
-from .run import RunContext, State
-from .schedules import Schedule, Schedules
-from .webhooks import verify_webhook_signature
-from .worker import Worker
+from tidebase.models import Edge, Event, Run, RunPage, StateVersion, Step
+from tidebase.ops.queues import QueueInfo, Queues
+from tidebase.ops.reconciler import Reconciler, TickResult
+from tidebase.ops.registry import Registry
+from tidebase.ops.schedules import Schedule, Schedules
+from tidebase.ops.webhooks import verify_webhook_signature
+from tidebase.ops.worker import Worker
 
 __all__ = [
     "Tidebase", "Runs", "RunContext", "State", "Child",

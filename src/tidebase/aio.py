@@ -5,13 +5,13 @@ Step and workflow functions may be sync or async here.
 
 from __future__ import annotations
 
-from .children_async import Child
-from .engine_async import AsyncRuns, AsyncTidebase
-from .queues_async import AsyncQueues
-from .reconciler_async import AsyncReconciler
-from .run_async import AsyncRunContext, AsyncState
-from .schedules_async import AsyncSchedules
-from .worker_async import AsyncWorker
+from tidebase.agents.children_async import Child
+from tidebase.client_async import AsyncRuns, AsyncTidebase
+from tidebase.core.context_async import AsyncRunContext, AsyncState
+from tidebase.ops.queues_async import AsyncQueues
+from tidebase.ops.reconciler_async import AsyncReconciler
+from tidebase.ops.schedules_async import AsyncSchedules
+from tidebase.ops.worker_async import AsyncWorker
 
 __all__ = ["AsyncQueues", "AsyncReconciler", "AsyncRunContext", "AsyncRuns", "AsyncSchedules", "AsyncState",
            "AsyncTidebase", "AsyncWorker", "Child"]

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import conninfo
 
 from tidebase import Tidebase
-from tidebase.children import Child
+from tidebase.agents.children import Child
 
 PARENT_ID = "fan-parent"
 PARENT_WORKFLOW = "fanout-parent"

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-import tidebase.gates
-import tidebase.gates_async
+import tidebase.agents.gates
+import tidebase.agents.gates_async
 from fix_probe import wait_for_lock_waiters, wait_until
 from tidebase import GateAlreadyResolved, LeaseLost, RunCancelled, RunSuspended, Tidebase
 from tidebase.aio import AsyncTidebase
@@ -120,7 +120,7 @@ def test_blocked_thread_waiter_wakes_on_the_doorbell(
 ) -> None:
     """A run blocked in run.gate() in a thread keeps its lease, and returns the decision once another client
     resolves the gate: woken by the notification, since its poll interval is out of reach."""
-    monkeypatch.setattr(tidebase.gates, "POLL_INTERVAL", 3600.0)
+    monkeypatch.setattr(tidebase.agents.gates, "POLL_INTERVAL", 3600.0)
     waiter, resolver = Tidebase(named(dsn, "gate-waiter")), Tidebase(dsn)
     result: dict[str, Any] = {}
 
@@ -147,7 +147,7 @@ async def test_blocked_task_waiter_wakes_on_the_doorbell(
 ) -> None:
     """The asyncio flavour: a run blocked in run.gate() in a task returns the decision when another client resolves
     the gate, woken by the notification alone."""
-    monkeypatch.setattr(tidebase.gates_async, "POLL_INTERVAL", 3600.0)
+    monkeypatch.setattr(tidebase.agents.gates_async, "POLL_INTERVAL", 3600.0)
     waiter, resolver = AsyncTidebase(named(dsn, "gate-awaiter")), AsyncTidebase(dsn)
 
     async def wf(run: Any, input: Any) -> Any:

@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # starlette's test client touches a deprecated 
     from starlette.testclient import TestClient
 
 from tidebase import Tidebase
-from tidebase.reconciler import Reconciler
+from tidebase.ops.reconciler import Reconciler
 from tidebase.server import Settings, create_app
 
 

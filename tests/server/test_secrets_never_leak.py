@@ -35,19 +35,19 @@ import pytest
 from server_proc import Server, free_port, stop_server, wait_for
 from starlette.routing import Mount, Route
 
-import tidebase.migrate as migrate_module
+import tidebase.core.migrate as migrate_module
 from tidebase import Tidebase
+from tidebase.core.migrate import migrate
 from tidebase.errors import RunSuspended
-from tidebase.migrate import migrate
+from tidebase.ops.webhooks import Dispatcher
 from tidebase.server.app import Settings, create_app
-from tidebase.webhooks import Dispatcher
-from tidebase.wire_async import webhooks_param
+from tidebase.server.http_engine import webhooks_param
 
 # `tidebase serve` with every logger at DEBUG (uvicorn's access log included), on stderr.
 SERVE_AT_DEBUG = """
 import logging, sys
 import uvicorn
-from tidebase.cli import main
+from tidebase.cli.main import main
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 run = uvicorn.run
 uvicorn.run = lambda app, **kw: run(app, **{**kw, "log_level": "debug"})

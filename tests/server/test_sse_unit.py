@@ -7,9 +7,9 @@ from typing import Any
 
 import psycopg
 
-from tidebase._db_async import AsyncDatabase
+from tidebase.core.db_async import AsyncDatabase
 from tidebase.server import sse
-from tidebase.wire_async import AsyncWire
+from tidebase.server.http_engine import AsyncWire
 
 
 class CountingWire(AsyncWire):

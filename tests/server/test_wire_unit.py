@@ -8,7 +8,7 @@ import pytest
 from psycopg import errors as pg_errors
 
 from tidebase.errors import DatabaseError, DatabaseUnavailable
-from tidebase.wire_async import AsyncWire, resume_contract
+from tidebase.server.http_engine import AsyncWire, resume_contract
 
 
 @pytest.mark.parametrize(("options", "effects", "replay"), [

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tidebase import InputMismatch, InvalidArgument, ManualReviewRequired, PayloadError
-from tidebase._base import Action, ResumeContract, StepKeys, decode_cursor, encode_cursor, plan_step
-from tidebase._serde import JsonSerializer, encode
+from tidebase.core.rules import Action, ResumeContract, StepKeys, decode_cursor, encode_cursor, plan_step
+from tidebase.core.serde import JsonSerializer, encode
 from tidebase.sql import load_queries, migrations
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tidebase.cron import CronError, parse, validate
+from tidebase.ops.cron import CronError, parse, validate
 
 
 def utc(*args: int) -> datetime:

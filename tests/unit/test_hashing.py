@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidebase._serde import JsonSerializer, canonical_hash
+from tidebase.core.serde import JsonSerializer, canonical_hash
 
 VECTORS = [
     (None, "74234e98afe7498fb5daf1f36ac2d78acc339464f950703b8c019892f982b90b"),

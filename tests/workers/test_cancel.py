@@ -12,7 +12,7 @@ import pytest
 
 from fix_probe import wait_until
 from tidebase import Child, GateAlreadyResolved, RunCancelled, RunCompleted, Tidebase
-from tidebase.reconciler import Reconciler
+from tidebase.ops.reconciler import Reconciler
 
 
 def _in_thread(fn: Any) -> tuple[threading.Thread, list[BaseException], list[Any]]:

@@ -13,7 +13,7 @@ from test_webhooks import Endpoint
 
 from fix_probe import wait_until
 from tidebase import Tidebase
-from tidebase.webhooks import Dispatcher, verify_webhook_signature
+from tidebase.ops.webhooks import Dispatcher, verify_webhook_signature
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from psycopg import conninfo
 from fix_probe import wait_for_lock_waiters, wait_until
 from tidebase import ConfigurationError, InvalidArgument, Tidebase
 from tidebase.aio import AsyncTidebase
+from tidebase.ops.worker import Worker
 from tidebase.sql import load_queries
-from tidebase.worker import Worker
 
 Q = load_queries()
 

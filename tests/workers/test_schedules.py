@@ -13,8 +13,8 @@ from psycopg import conninfo
 
 from fix_probe import wait_for_lock_waiters
 from tidebase import InvalidArgument, Tidebase
-from tidebase.reconciler import Reconciler
-from tidebase.schedules import next_fire, plan_fires
+from tidebase.ops.reconciler import Reconciler
+from tidebase.ops.schedules import next_fire, plan_fires
 
 
 def test_plan_fires_reports_missed_times_and_the_next_one() -> None:

@@ -15,8 +15,8 @@ import pytest
 
 from fix_probe import wait_until
 from tidebase import Tidebase
-from tidebase.webhooks import Dispatcher, handle_recovery_webhook, sign, verify_webhook_signature
-from tidebase.worker import Worker
+from tidebase.ops.webhooks import Dispatcher, handle_recovery_webhook, sign, verify_webhook_signature
+from tidebase.ops.worker import Worker
 
 
 class Endpoint:

@@ -20,8 +20,8 @@ import pytest
 
 from fix_probe import wait_until
 from tidebase import Tidebase
-from tidebase._base import LIST_START
-from tidebase.cli import main
+from tidebase.cli.main import main
+from tidebase.core.rules import LIST_START
 from tidebase.sql import load_queries
 
 

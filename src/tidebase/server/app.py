@@ -23,19 +23,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tidebase import render
-from tidebase._config import resolve_dsn
-from tidebase._connect import Timeouts
-from tidebase._db_async import AsyncDatabase
+from tidebase.core.connect import Timeouts
+from tidebase.core.db_async import AsyncDatabase
+from tidebase.core.dsn import resolve_dsn
+from tidebase.core.migrate_async import ensure_schema
 from tidebase.errors import DatabaseError, TidebaseError
-from tidebase.migrate_async import ensure_schema
-from tidebase.wire_async import AsyncWire
-
-from . import openapi, routes_gates, routes_queues, routes_runs, routes_state, routes_steps, sse, studio
-from .background import background
-from .common import Services, path, path_or_none, services
-from .errors import WITH_RUN, invalid, lookup
-from .middleware import Auth, BodyLimit, CloseUnread, Cors, RawPath
+from tidebase.ops import render
+from tidebase.server import openapi, routes_gates, routes_queues, routes_runs, routes_state, routes_steps, sse, studio
+from tidebase.server.background import background
+from tidebase.server.common import Services, path, path_or_none, services
+from tidebase.server.errors import WITH_RUN, invalid, lookup
+from tidebase.server.http_engine import AsyncWire
+from tidebase.server.middleware import Auth, BodyLimit, CloseUnread, Cors, RawPath
 
 log = logging.getLogger("tidebase.server")
 DIGITS = re.compile(r"[0-9]{1,18}")

@@ -15,10 +15,10 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from tidebase.engine_async import AsyncTidebase
+from tidebase.client_async import AsyncTidebase
 from tidebase.errors import TidebaseError
-from tidebase.reconciler_async import AsyncReconciler
-from tidebase.webhooks import Dispatcher
+from tidebase.ops.reconciler_async import AsyncReconciler
+from tidebase.ops.webhooks import Dispatcher
 
 logger = logging.getLogger("tidebase.server")
 

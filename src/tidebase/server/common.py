@@ -10,11 +10,10 @@ from urllib.parse import unquote_to_bytes
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from tidebase.wire_async import AsyncWire
-
-from .errors import HttpError, invalid
-from .schemas import BODIES, parse_body, validate
-from .sse import Doorbell
+from tidebase.server.errors import HttpError, invalid
+from tidebase.server.http_engine import AsyncWire
+from tidebase.server.schemas import BODIES, parse_body, validate
+from tidebase.server.sse import Doorbell
 
 
 @dataclass

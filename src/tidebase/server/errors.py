@@ -11,8 +11,8 @@ import logging
 from typing import Any
 
 from tidebase import errors as e
-from tidebase import wire_async as w
-from tidebase._translate import loggable_traceback
+from tidebase.core.translate import loggable_traceback
+from tidebase.server import http_engine as w
 
 log = logging.getLogger("tidebase.server")
 

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .schemas import BODIES, Field
+from tidebase.server.schemas import BODIES, Field
 
 # (method, path, body schema or None, summary, query parameters {name: schema})
 OPERATIONS: list[tuple[str, str, str | None, str, dict[str, dict[str, Any]]]] = [

@@ -6,9 +6,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tidebase import render
-
-from .common import answer, body, path, services
+from tidebase.ops import render
+from tidebase.server.common import answer, body, path, services
 
 
 async def begin_gate(request: Request) -> JSONResponse:

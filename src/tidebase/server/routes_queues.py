@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tidebase import _base, cron, render
-
-from .common import answer, body, path, services
-from .errors import invalid
-from .schemas import Field, check, parse_body, timestamp
+from tidebase.core import rules as _base
+from tidebase.ops import cron, render
+from tidebase.server.common import answer, body, path, services
+from tidebase.server.errors import invalid
+from tidebase.server.schemas import Field, check, parse_body, timestamp
 
 
 def _name(request: Request, param: str, what: str) -> str:

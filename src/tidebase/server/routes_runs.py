@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tidebase import _base, render
-
-from .common import answer, body, path, query, services
-from .errors import invalid
-from .schemas import Field, check
+from tidebase.core import rules as _base
+from tidebase.ops import render
+from tidebase.server.common import answer, body, path, query, services
+from tidebase.server.errors import invalid
+from tidebase.server.schemas import Field, check
 
 RUN_STATUSES = ("pending", "queued", "running", "completed", "failed", "cancelled")
 

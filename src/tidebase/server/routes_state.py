@@ -8,12 +8,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tidebase import render
-from tidebase.wire_async import StepNotFound
-
-from .common import answer, body, path, query, services
-from .errors import invalid
-from .schemas import Field, check
+from tidebase.ops import render
+from tidebase.server.common import answer, body, path, query, services
+from tidebase.server.errors import invalid
+from tidebase.server.http_engine import StepNotFound
+from tidebase.server.schemas import Field, check
 
 
 async def _write(request: Request, mode: str) -> JSONResponse:

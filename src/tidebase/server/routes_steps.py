@@ -8,11 +8,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tidebase import render
 from tidebase.errors import ManualReviewRequired
-
-from .common import answer, body, path, services
-from .errors import HttpError
+from tidebase.ops import render
+from tidebase.server.common import answer, body, path, services
+from tidebase.server.errors import HttpError
 
 
 def _needs_review(row: dict[str, Any] | None) -> HttpError:

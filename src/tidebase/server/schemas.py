@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import InvalidRequest, invalid
+from tidebase.server.errors import InvalidRequest, invalid
 
 MAX_DEPTH = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -38,7 +38,7 @@ def add_serve_parser(subparsers: Any) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only this command needs the server stack
 
-    from .app import Settings, create_app  # noqa: PLC0415
+    from tidebase.server.app import Settings, create_app  # noqa: PLC0415
 
     port = args.port or int(os.environ.get("PORT", "7373"))
     settings = Settings.from_env(port=port, dsn=args.dsn)

@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator
 
 import psycopg
 
-from tidebase import render
-from tidebase._connect import Timeouts, tuned_conninfo
-from tidebase._deadline import guard
+from tidebase.core.connect import Timeouts, tuned_conninfo
+from tidebase.core.deadline import guard
+from tidebase.ops import render
+from tidebase.server.http_engine import AsyncWire
 from tidebase.sql import load_queries
-from tidebase.wire_async import AsyncWire
 
 log = logging.getLogger("tidebase.server")
 POLL_S = 5.0

@@ -19,10 +19,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from . import actions, views_auth, views_gates, views_ops, views_run, views_runs, views_state
-from .guard import Guard
-from .pages import STUDIO_KEY, Studio, page, render
-from .session import Sessions, load_secret
+from tidebase.server.studio import actions, views_auth, views_gates, views_ops, views_run, views_runs, views_state
+from tidebase.server.studio.guard import Guard
+from tidebase.server.studio.pages import STUDIO_KEY, Studio, page, render
+from tidebase.server.studio.session import Sessions, load_secret
 
 PREFIX = "/studio"
 STATIC = Path(__file__).parent / "static"
@@ -66,7 +66,7 @@ def routes() -> list[Route | Mount]:
 def mount(api_key: str | None, public_url: str, lease_ms: int, home: Path | None = None) -> Mount:
     """The Studio as a mount of the server's app. `home` holds the session secret (default: the Tidebase home)."""
     if home is None:
-        from tidebase._embedded import data_dir  # noqa: PLC0415 - only to locate the home folder
+        from tidebase.core.embedded import data_dir  # noqa: PLC0415 - only to locate the home folder
 
         home = data_dir()
     sessions = Sessions(api_key, load_secret(home))

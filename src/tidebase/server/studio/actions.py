@@ -17,9 +17,8 @@ from starlette.responses import RedirectResponse, Response
 
 from tidebase.errors import GateAlreadyResolved, InvalidArgument
 from tidebase.server.common import path
-
-from .guard import session_of
-from .pages import page, tide, url_part
+from tidebase.server.studio.guard import session_of
+from tidebase.server.studio.pages import page, tide, url_part
 
 MAX_COMMENT = 2000
 

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .session import COOKIE, LOCAL_NAME, LOGIN_COOKIE, TTL_S, Session, Sessions, cookie_header
+from tidebase.server.studio.session import COOKIE, LOCAL_NAME, LOGIN_COOKIE, TTL_S, Session, Sessions, cookie_header
 
 SCOPE_KEY = "tidebase.studio.session"
 PUBLIC = ("/login", "/static/")

@@ -22,14 +22,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from tidebase._version import __version__
-from tidebase.engine_async import AsyncTidebase
+from tidebase.client_async import AsyncTidebase
 from tidebase.errors import TidebaseError
 from tidebase.server.common import services
 from tidebase.server.errors import lookup
-
-from . import jsonview
-from .guard import session_of
-from .session import Sessions
+from tidebase.server.studio import jsonview
+from tidebase.server.studio.guard import session_of
+from tidebase.server.studio.session import Sessions
 
 STUDIO_KEY = "tidebase.studio"
 

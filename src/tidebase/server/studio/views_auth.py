@@ -14,14 +14,13 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from tidebase._base import check_name
+from tidebase.core.rules import check_name
 from tidebase.errors import InvalidArgument
 from tidebase.server.common import query
-
-from .actions import back_to, form
-from .guard import SCOPE_KEY
-from .pages import ENV, studio
-from .session import COOKIE, LOCAL_NAME, LOGIN_COOKIE, TTL_S, cookie_header
+from tidebase.server.studio.actions import back_to, form
+from tidebase.server.studio.guard import SCOPE_KEY
+from tidebase.server.studio.pages import ENV, studio
+from tidebase.server.studio.session import COOKIE, LOCAL_NAME, LOGIN_COOKIE, TTL_S, cookie_header
 
 WRONG_KEY_PAUSE_S = 0.5
 MAX_NAME = 64

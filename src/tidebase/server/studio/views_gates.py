@@ -15,8 +15,7 @@ from starlette.responses import Response
 
 from tidebase.errors import NotFound
 from tidebase.server.common import query
-
-from .pages import page, render, tide
+from tidebase.server.studio.pages import page, render, tide
 
 INBOX = 100
 HISTORY = 50

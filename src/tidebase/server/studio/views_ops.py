@@ -13,11 +13,10 @@ from datetime import UTC, datetime, timedelta
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tidebase.insight_models import Totals
+from tidebase.ops.insight_models import Totals
 from tidebase.server.common import query
-
-from . import chart
-from .pages import page, render, tide
+from tidebase.server.studio import chart
+from tidebase.server.studio.pages import page, render, tide
 
 FIRES_SHOWN = 5
 RANGES = (7, 14, 30, 90)

@@ -19,15 +19,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from tidebase.engine_async import AsyncTidebase
+from tidebase.client_async import AsyncTidebase
 from tidebase.errors import NotFound
 from tidebase.models import Step
-from tidebase.render import event as render_event
+from tidebase.ops.render import event as render_event
 from tidebase.server import sse
 from tidebase.server.common import path, query, services
 from tidebase.server.errors import invalid
-
-from .pages import duration, fragment, page, render, studio, tide
+from tidebase.server.studio.pages import duration, fragment, page, render, studio, tide
 
 STEP_PAGE = 200
 EVENTS_SHOWN = 200

@@ -16,11 +16,10 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from tidebase.insight_models import RunPulse
 from tidebase.models import RUN_STATUSES, Run
+from tidebase.ops.insight_models import RunPulse
 from tidebase.server.common import query
-
-from .pages import page, render, tide, url_part
+from tidebase.server.studio.pages import page, render, tide, url_part
 
 PAGE_SIZES = (20, 50, 100, 200)
 STEP_WORDS = {"step.started": "running", "step.completed": "done", "step.failed": "failed",

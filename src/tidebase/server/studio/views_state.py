@@ -15,9 +15,8 @@ from starlette.responses import Response
 
 from tidebase.errors import InvalidArgument
 from tidebase.server.common import path, query
-
-from . import jsonview
-from .pages import page, render, tide
+from tidebase.server.studio import jsonview
+from tidebase.server.studio.pages import page, render, tide
 
 
 def _version(request: Request, name: str) -> int | None:
