@@ -80,7 +80,7 @@ def _cancelled(tide: Tidebase) -> None:
 def _completed(tide: Tidebase) -> None:
     tide.run("wf", _quick, run_id="done")
     with pytest.raises(RunCompleted):
-        tide._require_db().pipeline([
+        tide.engine.require_database().pipeline([
             ("append_event", {"run_id": "done", "token": None, "type": "x", "payload": "{}"}),
             ("load_checkpoints", {"run_id": "done"}),
         ])
@@ -89,7 +89,7 @@ def _completed(tide: Tidebase) -> None:
 def _lease_lost(tide: Tidebase) -> None:
     tide.run("wf", _quick, run_id="stale")
     with pytest.raises(LeaseLost):
-        tide._require_db().pipeline([("renew_lease", {"run_id": "stale", "token": -1}),
+        tide.engine.require_database().pipeline([("renew_lease", {"run_id": "stale", "token": -1}),
                                      ("load_checkpoints", {"run_id": "stale"})])
 
 

@@ -216,10 +216,10 @@ def test_recover_explains_every_refusal(dsn: str) -> None:
     tide.runs.cancel("gone")
     with pytest.raises(Conflict, match="is cancelled and cannot be recovered"):
         tide.runs.recover("gone")
-    tide._require_db().fetchone("create_run", {
+    tide.engine.require_database().fetchone("create_run", {
         "run_id": "parked", "workflow": "wf", "input": "{}", "input_hash": "x", "check_input": False,
         "metadata": "{}", "parent_id": None, "lease_ms": 1000})
-    with psycopg.connect(tide._require_db().pool.conninfo, autocommit=True) as conn:
+    with psycopg.connect(tide.engine.require_database().pool.conninfo, autocommit=True) as conn:
         conn.execute("UPDATE tidebase.runs SET status = 'manual_review' WHERE id = 'parked'")
         conn.execute("INSERT INTO tidebase.steps (run_id, key, id, name, input_hash, status) "
                      "VALUES ('parked', 'send', 'step_1', 'send', 'h', 'manual_review')")

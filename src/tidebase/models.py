@@ -165,3 +165,61 @@ class RunPage:
 
     runs: tuple[Run, ...]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The decision a gate was resolved with: what `run.gate(...)` returns, identical on every resume."""
+
+    gate_id: str
+    name: str
+    decision: str
+    actor: str | None
+    payload: Any
+
+    @property
+    def approved(self) -> bool:
+        """True when the decision is `approved`."""
+        return self.decision == "approved"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """An approval gate of a run. `status` is `pending` until it is resolved, then equals `decision`.
+
+    `token` (the resolve token) is set only on the Gate returned by the call that created the gate, and is None
+    everywhere else: it cannot be read back. `run_status` is the status of the gate's run when the gate was read.
+    """
+
+    id: str
+    run_id: str
+    name: str
+    prompt: str
+    data: Any
+    status: str
+    decision: str | None
+    actor: str | None
+    payload: Any
+    created_at: datetime
+    resolved_at: datetime | None
+    run_status: str | None = None
+    token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_row(cls, row: Row, token: str | None = None) -> Gate:
+        return cls(
+            id=row["id"], run_id=row["run_id"], name=row["name"], prompt=row["prompt"], data=row["data"],
+            status=row["status"], decision=row["decision"], actor=row["actor"], payload=row["payload"],
+            created_at=row["created_at"], resolved_at=row["resolved_at"], run_status=row.get("run_status"),
+            token=token,
+        )
+
+    @property
+    def pending(self) -> bool:
+        """True while the gate has no decision."""
+        return self.status == "pending"
+
+    def decided(self) -> GateDecision:
+        """The decision of a resolved gate, as `run.gate(...)` returns it."""
+        assert self.decision is not None
+        return GateDecision(self.id, self.name, self.decision, self.actor, self.payload)

@@ -17,8 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
-from tidebase import Tidebase
-from tidebase.agents.children import Child
+from tidebase import Child, Tidebase
 
 PARENT_ID = "fan-parent"
 PARENT_WORKFLOW = "fanout-parent"

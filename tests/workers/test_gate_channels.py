@@ -35,7 +35,7 @@ def test_gate_created_delivery_carries_the_token_and_resolution_reaches_gate_cha
     run = tide.enqueue("w", webhooks=[{"url": endpoint.url + "/ok", "secret": "run-secret", "events": ["gate.*"]}])
     tide.work(burst=True, poll_interval=0.02, reconcile=False)  # runs until the gate suspends it
     assert tide.runs.get(run.id).status == "waiting"
-    dispatcher = Dispatcher(tide._open().pool.conninfo, poll_interval=0.02)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(tide.engine.database().pool.conninfo, poll_interval=0.02)  # type: ignore[arg-type]
     dispatcher.start()
     try:
         wait_until(lambda: len(endpoint.received) == 2, "both gate.created deliveries")

@@ -57,7 +57,7 @@ def test_a_schedule_ticked_by_3_reconcilers_fires_once(
     assert now is not None
     missed, fire_at, nxt = plan_fires("* * * * *", due, now[0])
     fired: list[Any] = []
-    query = tide._open().queries["fire_schedule"]
+    query = tide.engine.database().queries["fire_schedule"]
 
     def fire(i: int) -> None:
         with psycopg.connect(conninfo.make_conninfo(dsn, application_name=f"recon-{i}"), autocommit=True) as conn:

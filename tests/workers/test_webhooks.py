@@ -79,7 +79,7 @@ def test_channel_webhook_is_signed_and_delivered_after_commit(dsn: str, endpoint
     tide.workflow("w")(lambda run, input: run.step("x", lambda: 42))
     run = tide.enqueue("w", webhooks=[{"url": endpoint.url + "/ok", "secret": "k", "events": ["run.completed"]}])
     tide.work(burst=True, poll_interval=0.02, reconcile=False)
-    dispatcher = Dispatcher(tide._open().pool.conninfo, poll_interval=0.02)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(tide.engine.database().pool.conninfo, poll_interval=0.02)  # type: ignore[arg-type]
     dispatcher.start()
     wait_until(lambda: len(endpoint.received) == 1, "the delivery")
     dispatcher.stop()
@@ -105,7 +105,7 @@ def test_failing_endpoint_is_retried_with_backoff_and_every_attempt_recorded(dsn
     db = psycopg.connect(dsn, autocommit=True)
     assert db.execute("SELECT event_type FROM tidebase.outbox").fetchall() == [("run.cancelled",)]
     db.execute("UPDATE tidebase.outbox SET max_attempts = 3")
-    dispatcher = Dispatcher(tide._open().pool.conninfo, backoff=0.01)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(tide.engine.database().pool.conninfo, backoff=0.01)  # type: ignore[arg-type]
     with psycopg.connect(dsn, autocommit=True) as conn:
         wait_until(lambda: (dispatcher.deliver_once(conn), db.execute(
             "SELECT status FROM tidebase.outbox").fetchone() == ("dead",))[1], "the delivery to die")
@@ -164,7 +164,7 @@ def test_recovery_webhook_and_handler_resume_the_run(dsn: str, endpoint: Endpoin
     run = tide.enqueue("w", recovery_webhook={"url": endpoint.url + "/ok", "secret": "rk"})
     Worker(tide, poll_interval=0.01, reconcile=False, handle_signals=False, burst=True).run()
     assert tide.runs.get(run.id).status == "failed"
-    dispatcher = Dispatcher(tide._open().pool.conninfo, poll_interval=0.02)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(tide.engine.database().pool.conninfo, poll_interval=0.02)  # type: ignore[arg-type]
     dispatcher.start()
     wait_until(lambda: len(endpoint.received) == 1, "the recovery webhook")
     wait_until(lambda: "recovery.delivered" in [e.type for e in tide.runs.events(run.id)], "its outcome recorded")

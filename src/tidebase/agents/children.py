@@ -32,43 +32,22 @@ import functools
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tidebase.agents.records import Child
 from tidebase.core import serde as _serde
 from tidebase.core._acompat import gather
 from tidebase.core.rules import CURRENT_STEP, check_name, new_run_id
 from tidebase.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from tidebase.core.context import RunContext
+    from tidebase.core.session import RunSession
 
 JOIN_PREFIX = "join:"
 
 
-@dataclass(frozen=True)
-class Child:
-    """One child of a fan-out: `name` (unique within the fan-out, part of the edge name), the `workflow` callable
-    `(run, input)`, its `input`, and its workflow name (the callable's `__name__` when omitted)."""
-
-    name: str
-    workflow: Callable[..., Any]
-    input: Any = None
-    workflow_name: str | None = None
-
-    def __post_init__(self) -> None:
-        check_name(self.name, "child name")
-        workflow_name = self.workflow_name
-        if workflow_name is None:
-            workflow_name = getattr(self.workflow, "__name__", None)
-            if not isinstance(workflow_name, str):
-                raise InvalidArgument(f"child {self.name!r}: give a workflow_name, the workflow has no __name__")
-            object.__setattr__(self, "workflow_name", workflow_name)  # frozen: the one place it is filled in
-        check_name(workflow_name, "workflow name")
-
-
 def run_child(
-    run: RunContext,
+    run: RunSession,
     workflow_name: str,
     workflow: Callable[..., Any],
     *,
@@ -83,37 +62,34 @@ def run_child(
     replayed, or its stored result returned). Raises ChildConflict when the edge's child has another workflow name or
     input, LeaseLost / RunCancelled when the parent may no longer write, and whatever the child's workflow raises.
     """
-    run._check_alive()
+    run.check_alive()
     check_name(workflow_name, "workflow name")
     check_name(name, "edge name")
     check_name(edge_type, "edge type")
-    tide = run.tide
-    enc = tide.serializer
-    limit = tide.max_payload_bytes
-    input_text = _serde.encode(input if input is not None else {}, enc, limit=limit, what=f"input of child {name!r}",
-                               run_id=run.run_id)
+    engine = run.engine
+    enc = engine.serializer
+    input_text = engine.encode(input if input is not None else {}, f"input of child {name!r}", run_id=run.run_id)
     params = {
         "parent_id": run.run_id, "token": run.token, "edge_name": name, "edge_type": edge_type,
-        "edge_metadata": _serde.encode(edge_metadata or {}, enc, limit=limit, what="edge metadata",
-                                       run_id=run.run_id),
+        "edge_metadata": engine.encode(edge_metadata or {}, "edge metadata", run_id=run.run_id),
         "child_id": new_run_id(), "workflow": workflow_name, "input": input_text,
         "input_hash": _serde.canonical_hash(json.loads(input_text), enc),
-        "lease_ms": int(tide.lease_seconds * 1000),
+        "lease_ms": engine.lease_ms,
     }
-    row = run._write("create_child", params, None)
+    row = run.fenced("create_child", params)
     assert row is not None  # create_child returns the child or raises
     if row["child_status"] == "completed":  # a resumed parent: no need to take the child's lease to read its result
         return row["child_result"]
     # The child's own steps must not be attributed to a step of the parent that happens to be running this call.
     outer = CURRENT_STEP.set(None)
     try:
-        return tide._start(row["child_id"], workflow, None, math.inf)
+        return engine.start(row["child_id"], workflow, None, math.inf)
     finally:
         CURRENT_STEP.reset(outer)
 
 
 def run_fanout(
-    run: RunContext, name: str, children: Sequence[Child], *, max_concurrency: int | None = None
+    run: RunSession, name: str, children: Sequence[Child], *, max_concurrency: int | None = None
 ) -> list[Any]:
     """Runs `children` concurrently (at most `max_concurrency` at once) as child runs with edges `<name>/<child>` of
     type `fanout`, and returns their results in child order, checkpointed as the parent's step `join:<name>`.

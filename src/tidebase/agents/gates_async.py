@@ -38,24 +38,23 @@ import hmac
 import secrets
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, LiteralString
 
 from psycopg.rows import dict_row
 
-from tidebase.core import serde as _serde
+from tidebase.core.channels import webhooks_param
+from tidebase.core.deadline import guard
 from tidebase.core.rules import check_name
 from tidebase.core.translate import translated
 from tidebase.errors import Forbidden, InvalidArgument, NotFound, RunCancelled, RunSuspended, TidebaseError
-from tidebase.ops.queues_async import webhooks_param
+from tidebase.models import Gate, GateDecision
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-    from tidebase.client_async import AsyncTidebase
-    from tidebase.core.context_async import AsyncRunContext
     from tidebase.core.db_async import AsyncDatabase
+    from tidebase.core.engine_async import AsyncEngine
+    from tidebase.core.session_async import AsyncRunSession
 
 Row = dict[str, Any]
 
@@ -63,59 +62,6 @@ GATE_STATUSES = ("pending", "approved", "rejected", "canceled")
 DECISIONS = ("approved", "rejected", "canceled")
 # Upper bound on the time between two reads of a waited gate when no notification arrives.
 POLL_INTERVAL = 1.0
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """The decision a gate was resolved with: what `run.gate(...)` returns, identical on every resume."""
-
-    gate_id: str
-    name: str
-    decision: str
-    actor: str | None
-    payload: Any
-
-    @property
-    def approved(self) -> bool:
-        """True when the decision is `approved`."""
-        return self.decision == "approved"
-
-
-@dataclass(frozen=True)
-class Gate:
-    """An approval gate of a run. `status` is `pending` until it is resolved, then equals `decision`.
-
-    `token` (the resolve token) is set only on the Gate returned by the call that created the gate, and is None
-    everywhere else: it cannot be read back. `run_status` is the status of the gate's run when the gate was read.
-    """
-
-    id: str
-    run_id: str
-    name: str
-    prompt: str
-    data: Any
-    status: str
-    decision: str | None
-    actor: str | None
-    payload: Any
-    created_at: datetime
-    resolved_at: datetime | None
-    run_status: str | None = None
-    token: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_row(cls, row: Row, token: str | None = None) -> Gate:
-        return cls(
-            id=row["id"], run_id=row["run_id"], name=row["name"], prompt=row["prompt"], data=row["data"],
-            status=row["status"], decision=row["decision"], actor=row["actor"], payload=row["payload"],
-            created_at=row["created_at"], resolved_at=row["resolved_at"], run_status=row.get("run_status"),
-            token=token,
-        )
-
-    @property
-    def pending(self) -> bool:
-        """True while the gate has no decision."""
-        return self.status == "pending"
 
 
 def new_gate_id() -> str:
@@ -133,11 +79,6 @@ def _check_text(value: str, what: str) -> str:
     return value
 
 
-def _decision_of(gate: Gate) -> GateDecision:
-    assert gate.decision is not None  # a resolved gate has a decision (CHECK constraint)
-    return GateDecision(gate.id, gate.name, gate.decision, gate.actor, gate.payload)
-
-
 def _gate_not_found(gate_id: str) -> NotFound:
     return NotFound(f"gate {gate_id!r} not found", gate_id=gate_id)
 
@@ -152,7 +93,7 @@ async def _get_gate(db: AsyncDatabase, gate_id: str) -> Gate:
 class AsyncRunGates:
     """The gates of one run, as its workflow sees them (`run.gates`; `run.gate(...)` is `run.gates.wait(...)`)."""
 
-    def __init__(self, run: AsyncRunContext) -> None:
+    def __init__(self, run: AsyncRunSession) -> None:
         self._run = run
 
     async def begin(
@@ -165,26 +106,24 @@ class AsyncRunGates:
         the system. Fenced by the run's lease: raises LeaseLost or RunCancelled when this worker may no longer
         write, PayloadError for `data` that cannot be stored. Safe to retry: a gate is created once."""
         run = self._run
-        run._check_alive()
+        run.check_alive()
         check_name(name, "gate name")
         _check_text(prompt, "gate prompt")
-        tide = run.tide
         resolve_token = secrets.token_hex(16)
         params = {
             "run_id": run.run_id, "token": run.token, "name": name, "gate_id": new_gate_id(), "prompt": prompt,
-            "data": None if data is None else _serde.encode(data, tide.serializer, limit=tide.max_payload_bytes,
-                                                            what="gate data", run_id=run.run_id),
+            "data": None if data is None else run.engine.encode(data, "gate data", run_id=run.run_id),
             "token_hash": _token_hash(resolve_token), "capability": None,
             "channels": webhooks_param(channels), "resolve_token": resolve_token,
         }
-        row = await run._write("begin_gate", params, None)
+        row = await run.fenced("begin_gate", params)
         assert row is not None  # begin_gate returns the gate or raises
         # The fence admitted the write, so the run was running under this context's lease.
         return Gate.from_row({**row, "run_status": "running"}, resolve_token if row["created"] else None)
 
     async def get(self, gate_id: str) -> Gate:
         """Gate `gate_id` of this run. NotFound when it does not exist or belongs to another run."""
-        gate = await _get_gate(self._run._db, gate_id)
+        gate = await _get_gate(self._run.engine.require_database(), gate_id)
         if gate.run_id != self._run.run_id:
             raise _gate_not_found(gate_id)
         return gate
@@ -207,26 +146,27 @@ class AsyncRunGates:
         run = self._run
         gate = await self.begin(name, prompt, data=data, channels=channels)
         if not gate.pending:
-            return _decision_of(gate)
+            return gate.decided()
         if not suspend:
             decided = await self._await_decision(gate, None if timeout is None else time.monotonic() + timeout)
             if decided is not None:
                 return decided
-        await run._write("suspend_run", {"run_id": run.run_id, "token": run.token, "gate_id": gate.id}, None)
+        await run.fenced("suspend_run", {"gate_id": gate.id})
         suspended = RunSuspended(
             f"run {run.run_id!r} is suspended waiting for gate {name!r} ({gate.id}); invoke it again to resume once "
             "the gate is resolved", run_id=run.run_id, gate_id=gate.id,
         )
-        run._stopped = suspended  # the lease is released: this context may not write any more
+        run.stop(suspended)  # the lease is released: this context may not write any more
         raise suspended
 
     async def _await_decision(self, gate: Gate, deadline: float | None) -> GateDecision | None:
         """The gate's decision once it is resolved, or None when the `deadline` (time.monotonic) passes first. Holds
         one pool connection, listening on the doorbell, for the duration of the wait."""
         run = self._run
-        queries = run._db.queries
-        context = {"run_id": run.run_id, "gate_id": gate.id}
-        async with run._db.pool.connection() as conn:
+        db = run.engine.require_database()
+        queries = db.queries
+        context = {"run_id": run.run_id, "gate_id": gate.id, "deadline": db.timeouts.deadline}
+        async with db.pool.connection() as conn:
             await _fetch(conn, queries["listen_gates"], {}, context)
             try:
                 while True:
@@ -237,11 +177,11 @@ class AsyncRunGates:
                     if current.run_status == "cancelled":  # cancelled wins: no user code runs after a cancel
                         cancelled = RunCancelled(f"run {run.run_id!r} was cancelled while waiting for gate "
                                                  f"{gate.name!r}", run_id=run.run_id, gate_id=gate.id)
-                        run._stopped = cancelled
+                        run.stop(cancelled)
                         raise cancelled
                     if not current.pending:
-                        return _decision_of(current)
-                    run._check_alive()
+                        return current.decided()
+                    run.check_alive()
                     if deadline is not None and time.monotonic() >= deadline:
                         return None
                     await _doorbell(conn, gate.id, deadline, context)
@@ -252,8 +192,8 @@ class AsyncRunGates:
 class AsyncGates:
     """Gates across runs, for the people and services that decide them (`tide.gates`)."""
 
-    def __init__(self, tide: AsyncTidebase) -> None:
-        self._tide = tide
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
 
     async def resolve(
         self, gate_id: str, decision: str, *, actor: str | None = None, payload: Any = None, token: str | None = None
@@ -272,10 +212,8 @@ class AsyncGates:
             raise InvalidArgument(f"invalid gate decision {decision!r}; one of {DECISIONS}")
         if actor is not None:
             check_name(actor, "actor")
-        tide = self._tide
-        payload_text = None if payload is None else _serde.encode(
-            payload, tide.serializer, limit=tide.max_payload_bytes, what="gate payload")
-        db = await tide._open()
+        payload_text = None if payload is None else self._engine.encode(payload, "gate payload")
+        db = await self._engine.database()
         if token is not None:
             row = await db.fetchone("get_gate", {"gate_id": gate_id}, gate_id=gate_id)
             if row is None:
@@ -289,7 +227,7 @@ class AsyncGates:
 
     async def get(self, gate_id: str) -> Gate:
         """Gate `gate_id` with its run's status (`run_status`). NotFound when it does not exist."""
-        return await _get_gate(await self._tide._open(), gate_id)
+        return await _get_gate(await self._engine.database(), gate_id)
 
     async def list(
         self, status: str | None = "pending", run_id: str | None = None, limit: int = 100
@@ -302,7 +240,7 @@ class AsyncGates:
             raise InvalidArgument("status=None (any status) requires a run_id")
         if not 1 <= limit <= 1000:
             raise InvalidArgument("limit must be between 1 and 1000")
-        db = await self._tide._open()
+        db = await self._engine.database()
         if run_id is None:
             rows = await db.fetchall("list_gates", {"status": status, "limit": limit})
         else:
@@ -315,8 +253,10 @@ class AsyncGates:
 
 
 async def _fetch(conn: AsyncConnection[Any], query: LiteralString, params: Row, context: Row) -> Row | None:
-    """Runs one statement on the waiter's connection; returns its first row (None when it returns no rows)."""
-    with translated(**context):
+    """Runs one statement on the waiter's connection; returns its first row (None when it returns no rows). Bounded
+    by the client deadline of the database it came from (`context["deadline"]`): a stalled path raises
+    DatabaseUnavailable instead of hanging the wait."""
+    with translated(**{k: v for k, v in context.items() if k != "deadline"}), guard(conn, context.get("deadline")):
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, params)
             row: Row | None = await cur.fetchone() if cur.description is not None else None
@@ -334,7 +274,7 @@ async def _doorbell(conn: AsyncConnection[Any], gate_id: str, deadline: float | 
     if deadline is not None:
         until = min(until, deadline)
     rung = False
-    with translated(**context):
+    with translated(**{k: v for k, v in context.items() if k != "deadline"}):
         while not rung and (left := until - time.monotonic()) > 0:
             # Run the generator to its end (stop_after) instead of leaving it early: an abandoned async generator
             # keeps the connection's lock until it is garbage-collected.

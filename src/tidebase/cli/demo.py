@@ -11,8 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tidebase.client import Tidebase
-from tidebase.core.context import RunContext
+from tidebase.client import RunContext, Tidebase
 from tidebase.core.rules import new_run_id
 
 

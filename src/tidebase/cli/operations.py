@@ -21,12 +21,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tidebase.agents.gates import Gate
 from tidebase.aio import AsyncTidebase
 from tidebase.cli.output import Output, format_duration, pretty_json, spell, status
 from tidebase.client import Tidebase
 from tidebase.errors import ConfigurationError
-from tidebase.models import Event, Run, Step
+from tidebase.models import Event, Gate, Run, Step
 from tidebase.ops.insight_models import RunOverview
 from tidebase.ops.logs import FORMATS, LEVELS, configure_logging
 

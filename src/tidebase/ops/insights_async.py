@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from tidebase.agents.gates_async import Gate
 from tidebase.errors import InvalidArgument, NotFound
-from tidebase.models import RUN_STATUSES, Event, StateVersion, Step
+from tidebase.models import RUN_STATUSES, Event, Gate, StateVersion, Step
 from tidebase.ops.insight_models import DailyUsage, Link, RunOverview, RunPulse, StateStream, StepUsage, Totals, pair_by
 
 if TYPE_CHECKING:
-    from tidebase.client_async import AsyncTidebase
+    from tidebase.core.engine_async import AsyncEngine
 
 MAX_PAGE = 1000
 
@@ -35,18 +34,18 @@ def _limit(limit: int) -> int:
 class AsyncInsights:
     """Read-only views over runs for people watching them (`tide.insights`). Every method is safe to retry."""
 
-    def __init__(self, tide: AsyncTidebase) -> None:
-        self._tide = tide
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
 
     async def status_counts(self) -> dict[str, int]:
         """How many runs have each status (every status is a key, 0 when none): one index-only count per status."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         rows = await db.fetchall("insight_status_counts", {"statuses": list(RUN_STATUSES)})
         return {r["status"]: int(r["runs"]) for r in rows}
 
     async def workflows(self, limit: int = 200) -> builtins.list[str]:
         """Distinct workflow names that have runs, in name order, at most `limit`."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         rows = await db.fetchall("insight_workflows", {"limit": _limit(limit)})
         return [r["workflow"] for r in rows]
 
@@ -57,13 +56,13 @@ class AsyncInsights:
             raise InvalidArgument(f"at most {MAX_PAGE} run ids")
         if not ids:
             return []
-        db = await self._tide._open()
+        db = await self._engine.database()
         return [RunPulse.from_row(r) for r in await db.fetchall("insight_pulse", {"run_ids": ids})]
 
     async def overview(self, run_id: str, *, children: int = 500) -> RunOverview:
         """The run without its steps, with step and event counts, when its current attempt started, the runs it
         created (at most `children`) and those that created it, read from one snapshot. NotFound if unknown."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         params = {"run_id": run_id, "limit": _limit(children)}
         rows, kids, parents = await db.snapshot(
             [("insight_overview", params), ("insight_child_edges", params), ("insight_parent_edges", params)],
@@ -78,14 +77,14 @@ class AsyncInsights:
         An unknown run has no steps."""
         if offset < 0:
             raise InvalidArgument("offset must be >= 0")
-        db = await self._tide._open()
+        db = await self._engine.database()
         rows = await db.fetchall("insight_steps_page", {"run_id": run_id, "offset": offset, "limit": _limit(limit)},
                                  run_id=run_id)
         return [Step.from_row(r) for r in rows]
 
     async def step(self, run_id: str, key: str) -> Step:
         """One step of the run by key (`search`, `search#2`, ...). NotFound when there is none."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         row = await db.fetchone("insight_step_by_key", {"run_id": run_id, "key": key}, run_id=run_id, step=key)
         if row is None:
             raise NotFound(f"run {run_id!r} has no step {key!r}", run_id=run_id, step=key)
@@ -93,13 +92,13 @@ class AsyncInsights:
 
     async def recent_events(self, run_id: str, limit: int = 200) -> builtins.list[Event]:
         """The run's newest `limit` events, in seq order (continue live with `tide.runs.events(after=...)`)."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         rows = await db.fetchall("insight_recent_events", {"run_id": run_id, "limit": _limit(limit)}, run_id=run_id)
         return [Event.from_row(r) for r in rows]
 
     async def streams(self, run_id: str) -> builtins.list[StateStream]:
         """The run's state streams (`run` is the live state of `run.state`), each with its current value."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         return [StateStream.from_row(r) for r in await db.fetchall("insight_streams", {"run_id": run_id},
                                                                     run_id=run_id)]
 
@@ -108,7 +107,7 @@ class AsyncInsights:
     ) -> builtins.list[StateVersion]:
         """Versions of one state stream, newest first, below version `before` (None: from the newest). Read the
         state at a version, label or step with `tide.runs.state_at`."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         rows = await db.fetchall("insight_versions", {
             "run_id": run_id, "stream": stream, "before": before if before is not None else 2**62,
             "limit": _limit(limit)}, run_id=run_id)
@@ -116,26 +115,26 @@ class AsyncInsights:
 
     async def snapshots(self, run_id: str) -> builtins.list[StateVersion]:
         """Every labelled version of any stream of the run (saves and snapshots), newest first."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         return [StateVersion.from_row(r) for r in await db.fetchall("labeled_versions", {"run_id": run_id},
                                                                      run_id=run_id)]
 
     async def step_usage(self, run_id: str, *, limit: int = 50) -> builtins.list[StepUsage]:
         """The run's usage summed per step, spent and saved by replays, for the `limit` steps that spent the most
         (most first; records made outside any step have `step_key` None). See `usage_totals` for the whole run."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         rows = await db.fetchall("insight_step_usage", {"run_id": run_id, "limit": _limit(limit)}, run_id=run_id)
         return [StepUsage(key[0], spent, saved) for key, spent, saved in pair_by(rows, "step_key")]
 
     async def usage_totals(self, run_id: str) -> tuple[Totals, Totals]:
         """The run's whole usage: (spent, saved by replays)."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         rows = {r["saved"]: r for r in await db.fetchall("insight_usage_totals", {"run_id": run_id}, run_id=run_id)}
         return Totals.from_row(rows.get(False)), Totals.from_row(rows.get(True))
 
     async def decisions(self, limit: int = 50) -> builtins.list[Gate]:
         """Resolved gates across runs, newest decision first: who decided (`actor`), when and what."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         return [Gate.from_row(r) for r in await db.fetchall("insight_decisions", {"limit": _limit(limit)})]
 
     async def usage_by_day(self, days: int = 14, *, now: datetime | None = None) -> builtins.list[DailyUsage]:
@@ -143,7 +142,7 @@ class AsyncInsights:
         oldest day first: spent, and saved by replays."""
         if not 1 <= days <= 366:
             raise InvalidArgument("days must be between 1 and 366")
-        db = await self._tide._open()
+        db = await self._engine.database()
         if now is None:
             clock = await db.fetchone("db_now", {})
             assert clock is not None

@@ -11,31 +11,18 @@ from __future__ import annotations
 
 import builtins
 import json
-import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tidebase.core import serde as _serde
+from tidebase.core.channels import recovery_param, webhooks_param
 from tidebase.core.rules import check_name, check_run_id, new_run_id
 from tidebase.errors import InvalidArgument
 from tidebase.models import Run
+from tidebase.ops.records import QueueInfo
 
 if TYPE_CHECKING:
-    from tidebase.client_async import AsyncTidebase
-
-
-@dataclass(frozen=True)
-class QueueInfo:
-    """A queue's caps (None: unlimited) and its live counts."""
-
-    queue: str
-    concurrency: int | None
-    rate_limit: int | None
-    rate_window: float
-    paused: bool
-    queued: int
-    running: int
+    from tidebase.core.engine_async import AsyncEngine
 
 
 def _seconds_ms(value: float | timedelta | None, what: str) -> int | None:
@@ -47,34 +34,8 @@ def _seconds_ms(value: float | timedelta | None, what: str) -> int | None:
     return int(seconds * 1000)
 
 
-def check_url(url: Any, what: str = "webhook url") -> str:
-    """An absolute http(s) URL of at most 2048 characters; InvalidArgument otherwise."""
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2048 or " " in url:
-        raise InvalidArgument(f"{what} must be an absolute http(s) URL of at most 2048 characters, got {url!r}")
-    return url
-
-
-def webhooks_param(webhooks: list[dict[str, Any]] | None) -> str:
-    """The run's `webhooks` column: channel entries ({"url", "secret"?, "events": [...]}, empty events = every
-    type), each with a `chan_` id."""
-    hooks: list[dict[str, Any]] = []
-    for channel in webhooks or []:
-        check_url(channel.get("url"))
-        hooks.append({"id": "chan_" + uuid.uuid4().hex, "events": ["*"], **channel, "kind": "channel"})
-    return json.dumps(hooks)
-
-
-def recovery_param(recovery_webhook: Any) -> tuple[str | None, str | None]:
-    """(url, secret) of a recovery webhook given as a URL or as {"url", "secret"}."""
-    if recovery_webhook is None:
-        return None, None
-    hook = {"url": recovery_webhook} if isinstance(recovery_webhook, str) else dict(recovery_webhook)
-    secret = hook.get("secret")
-    return check_url(hook.get("url"), "recovery webhook url"), secret if isinstance(secret, str) else None
-
-
 async def enqueue(
-    tide: AsyncTidebase,
+    engine: AsyncEngine,
     workflow: str,
     *,
     input: Any = None,
@@ -96,21 +57,19 @@ async def enqueue(
     if max_attempts < 1:
         raise InvalidArgument("max_attempts must be >= 1")
     run_id = check_run_id(run_id) if run_id is not None else new_run_id()
-    enc = tide.serializer
-    input_text = _serde.encode(input if input is not None else {}, enc, limit=tide.max_payload_bytes, what="input",
-                               run_id=run_id)
-    db = await tide._open()
+    input_text = engine.encode(input if input is not None else {}, "input", run_id=run_id)
+    db = await engine.database()
     # a relative deadline is added to the database clock by the statement itself
     deadline_at = deadline if isinstance(deadline, datetime) else None
     deadline_ms = None if deadline is None or isinstance(deadline, datetime) else _seconds_ms(deadline, "deadline")
     params = {
         "run_id": run_id, "workflow": workflow, "input": input_text,
-        "input_hash": _serde.canonical_hash(json.loads(input_text), enc),
-        "metadata": _serde.encode(metadata or {}, enc, limit=tide.max_payload_bytes, what="metadata", run_id=run_id),
+        "input_hash": _serde.canonical_hash(json.loads(input_text), engine.serializer),
+        "metadata": engine.encode(metadata or {}, "metadata", run_id=run_id),
         "queue": queue, "priority": int(priority), "dedupe_key": dedupe_key,
         "run_at": None, "delay_ms": _seconds_ms(delay, "delay") or 0, "max_attempts": max_attempts,
         "backoff_ms": _seconds_ms(retry_backoff, "retry_backoff"), "deadline": deadline_at, "deadline_ms": deadline_ms,
-        "lease_ms": int(tide.lease_seconds * 1000), "webhooks": webhooks_param(webhooks),
+        "lease_ms": engine.lease_ms, "webhooks": webhooks_param(webhooks),
     }
     params["recovery_webhook"], params["recovery_secret"] = recovery_param(recovery_webhook)
     row = await db.fetchone("enqueue_run", params, run_id=run_id)
@@ -121,8 +80,8 @@ async def enqueue(
 class AsyncQueues:
     """Per-queue caps that hold across every competing worker (`tide.queues`)."""
 
-    def __init__(self, tide: AsyncTidebase) -> None:
-        self._tide = tide
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
 
     async def configure(
         self, queue: str, *, concurrency: int | None = None, rate_limit: int | None = None,
@@ -137,14 +96,14 @@ class AsyncQueues:
             raise InvalidArgument("rate_limit must be >= 0")
         if rate_window <= 0:
             raise InvalidArgument("rate_window must be > 0 seconds")
-        db = await self._tide._open()
+        db = await self._engine.database()
         await db.fetchone("configure_queue", {"queue": queue, "concurrency": concurrency, "rate_limit": rate_limit,
                                               "rate_window_ms": int(rate_window * 1000), "paused": paused})
         return await self.get(queue)
 
     async def get(self, queue: str) -> QueueInfo:
         """The queue's caps and its current queued and running counts."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         row = await db.fetchone("get_queue", {"queue": queue})
         assert row is not None
         return QueueInfo(queue=queue, concurrency=row["concurrency"], rate_limit=row["rate_limit"],
@@ -153,7 +112,7 @@ class AsyncQueues:
 
     async def list(self) -> builtins.list[QueueInfo]:
         """Every queue that has runs or a config, by name, with its caps and current queued and running counts."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         return [QueueInfo(queue=r["queue"], concurrency=r["concurrency"], rate_limit=r["rate_limit"],
                           rate_window=(r["rate_window_ms"] or 1000) / 1000, paused=r["paused"], queued=r["queued"],
                           running=r["running"]) for r in await db.fetchall("list_queues", {})]

@@ -16,44 +16,32 @@ Recovery latency after a crash is bounded by the lease length plus one tick inte
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
 
 from tidebase.core.deadline import guard
+from tidebase.core.owners import process_label
 from tidebase.core.translate import translated
 from tidebase.ops.cron import CronError
+from tidebase.ops.records import TickResult
 from tidebase.ops.schedules import plan_fires
 
 if TYPE_CHECKING:
     from psycopg import Connection
 
-    from tidebase.client import Tidebase
+    from tidebase.core.session import EngineOwner
 
 logger = logging.getLogger("tidebase.reconciler")
-
-
-@dataclass
-class TickResult:
-    """What one tick did. `active` is False when another reconciler held the lock (and this one did nothing)."""
-
-    active: bool
-    recovered: list[str] = field(default_factory=list)
-    cancelled: list[str] = field(default_factory=list)
-    fired: list[str] = field(default_factory=list)
-    missed: int = 0
-    webhooks: list[str] = field(default_factory=list)  # runs off any queue given a lease_expired recovery webhook
-    invoked: list[str] = field(default_factory=list)  # run.invoke webhooks queued by push dispatch
 
 
 class Reconciler:
     """One reconciler instance; call `tick()` periodically (workers do it every `interval` seconds)."""
 
-    def __init__(self, tide: Tidebase, *, actor: str | None = None, batch: int = 500,
+    def __init__(self, tide: EngineOwner, *, actor: str | None = None, batch: int = 500,
                  interval: float = 5.0) -> None:
-        self._tide = tide
-        self.actor = actor or f"reconciler:{tide.owner_label}"
+        self._engine = tide.engine
+        self.actor = actor or f"reconciler:{process_label()}"
         self.batch = batch
         self.interval = interval
 
@@ -62,13 +50,13 @@ class Reconciler:
 
         The whole pass is bounded by the client deadline (see `tidebase._deadline`): a stalled connection makes the
         tick raise DatabaseUnavailable instead of hanging, and the advisory lock goes with the dead session."""
-        db = self._tide._open()
+        db = self._engine.database()
         with translated():
             with db.pool.connection() as conn:
                 return self._tick(conn)
 
     def _tick(self, conn: Connection[Any]) -> TickResult:
-        db = self._tide._require_db()
+        db = self._engine.require_database()
         queries = db.queries
         with guard(conn, db.timeouts.deadline, "the database (reconciler)"):
             row = _one(conn, queries["reconciler_try_lock"], {})
@@ -80,7 +68,7 @@ class Reconciler:
                 _one(conn, queries["reconciler_unlock"], {})
 
     def _pass(self, conn: Connection[Any]) -> TickResult:
-        queries = self._tide._require_db().queries
+        queries = self._engine.require_database().queries
         result = TickResult(active=True)
         params = {"actor": self.actor, "limit": self.batch}
         _all(conn, queries["prune_listeners"], {})
@@ -96,7 +84,7 @@ class Reconciler:
         for row in _all(conn, queries["dispatch_push"], {"limit": self.batch}):
             result.invoked.append(row["public_id"])
         now = (_one(conn, queries["db_now"], {}))["now"]
-        lease_ms = int(self._tide.lease_seconds * 1000)
+        lease_ms = self._engine.lease_ms
         for sched in _all(conn, queries["due_schedules"], {"limit": self.batch}):
             try:
                 missed, fire_at, next_at = plan_fires(sched["cron"], sched["next_fire_at"], now)

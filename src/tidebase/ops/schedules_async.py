@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,42 +19,12 @@ from tidebase.core import serde as _serde
 from tidebase.core.rules import check_name
 from tidebase.errors import InvalidArgument, NotFound
 from tidebase.ops import cron as _cron
+from tidebase.ops.records import Fire, Schedule
 
 if TYPE_CHECKING:
-    from tidebase.client_async import AsyncTidebase
+    from tidebase.core.engine_async import AsyncEngine
 
 MAX_MISSED = 1000  # fire times recorded as missed in one pass; older ones beyond this are counted in the log only
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """A named cron schedule and the run it enqueues."""
-
-    name: str
-    cron: str
-    workflow: str
-    input: Any
-    queue: str
-    priority: int
-    max_attempts: int
-    enabled: bool
-    next_fire_at: datetime
-    last_fire_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Schedule:
-        return cls(name=row["name"], cron=row["cron"], workflow=row["workflow"], input=row["input"],
-                   queue=row["queue"], priority=row["priority"], max_attempts=row["max_attempts"],
-                   enabled=row["enabled"], next_fire_at=row["next_fire_at"], last_fire_at=row["last_fire_at"])
-
-
-@dataclass(frozen=True)
-class Fire:
-    """One fire time of a schedule: `enqueued` (with its run id) or `missed`."""
-
-    fire_at: datetime
-    status: str
-    run_id: str | None
 
 
 def check_cron(cron: str) -> str:
@@ -96,8 +65,8 @@ def plan_fires(cron: str, next_fire_at: datetime, now: datetime) -> tuple[list[d
 class AsyncSchedules:
     """Cron schedules that enqueue runs (`tide.schedules`)."""
 
-    def __init__(self, tide: AsyncTidebase) -> None:
-        self._tide = tide
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
 
     async def set(
         self, name: str, *, cron: str, workflow: str, input: Any = None, queue: str = "default", priority: int = 0,
@@ -107,10 +76,10 @@ class AsyncSchedules:
         check_name(name, "schedule name")
         check_name(workflow, "workflow name")
         check_cron(cron)
-        enc = self._tide.serializer
-        text = _serde.encode(input if input is not None else {}, enc, limit=self._tide.max_payload_bytes,
+        enc = self._engine.serializer
+        text = _serde.encode(input if input is not None else {}, enc, limit=self._engine.settings.max_payload_bytes,
                              what="input")
-        db = await self._tide._open()
+        db = await self._engine.database()
         now = await db.fetchone("db_now", {})
         assert now is not None
         row = await db.fetchone("set_schedule", {
@@ -123,7 +92,7 @@ class AsyncSchedules:
 
     async def get(self, name: str) -> Schedule:
         """The schedule; NotFound when there is none."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         row = await db.fetchone("get_schedule", {"name": name})
         if row is None:
             raise NotFound(f"schedule {name!r} not found")
@@ -131,17 +100,17 @@ class AsyncSchedules:
 
     async def list(self) -> builtins.list[Schedule]:
         """Every schedule, by name."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         return [Schedule.from_row(r) for r in await db.fetchall("list_schedules", {})]
 
     async def delete(self, name: str) -> bool:
         """Removes the schedule and its fire history; False when there was none."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         return await db.fetchone("delete_schedule", {"name": name}) is not None
 
     async def fires(self, name: str, limit: int = 100) -> builtins.list[Fire]:
         """The schedule's fire history, newest first: enqueued fires with their run, and missed ones."""
-        db = await self._tide._open()
+        db = await self._engine.database()
         rows = await db.fetchall("schedule_fires", {"name": name, "limit": limit})
         return [Fire(r["fire_at"], r["status"], r["run_id"]) for r in rows]
 
@@ -153,13 +122,13 @@ class AsyncSchedules:
         """Lets a paused schedule fire again from the first cron time after now (database clock): fire times that
         passed while it was paused are skipped, not recorded as missed. NotFound when there is none."""
         schedule = await self.get(name)
-        db = await self._tide._open()
+        db = await self._engine.database()
         now = await db.fetchone("db_now", {})
         assert now is not None
         return await self._enable(name, True, next_fire(schedule.cron, now["now"]))
 
     async def _enable(self, name: str, enabled: bool, next_fire_at: datetime | None) -> Schedule:
-        db = await self._tide._open()
+        db = await self._engine.database()
         row = await db.fetchone("set_schedule_enabled", {"name": name, "enabled": enabled,
                                                          "next_fire_at": next_fire_at})
         if row is None:

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -38,6 +37,7 @@ from tidebase.core.connect import Timeouts, tuned_conninfo
 from tidebase.core.deadline import guard
 from tidebase.errors import DatabaseUnavailable, NotFound, TidebaseError
 from tidebase.ops.render import delivery_body
+from tidebase.settings import Settings
 from tidebase.sql import load_queries
 
 if TYPE_CHECKING:
@@ -66,16 +66,17 @@ class Dispatcher:
 
     def __init__(self, conninfo: str, *, timeout: float = 10.0, poll_interval: float = 1.0, batch: int = 32,
                  threads: int = 8, backoff: float = 1.0, recovery_secret: str | None = None,
-                 max_attempts: int | None = None, public_url: str | None = None) -> None:
+                 max_attempts: int | None = None, public_url: str | None = None,
+                 timeouts: Timeouts | None = None) -> None:
         # bounded like every connection of the library: a stalled path fails a tick instead of hanging the loop
-        self.timeouts = Timeouts.from_env()
+        self.timeouts = timeouts or Timeouts()
         self.conninfo = tuned_conninfo(conninfo, self.timeouts, application_name="tidebase-dispatcher")
         # base of a gate's resolveUrl in deliveries
-        self.public_url = (public_url or os.environ.get("TIDEBASE_PUBLIC_URL") or "").rstrip("/")
+        self.public_url = (public_url or "").rstrip("/")
         self.max_attempts = max_attempts
         # signs recovery and invoke webhooks that carry no secret of their own; every process that delivers from
         # one database needs the same one
-        self.recovery_secret = recovery_secret or os.environ.get("TIDEBASE_WEBHOOK_SECRET") or None
+        self.recovery_secret = recovery_secret
         self.timeout = timeout
         self.poll_interval = poll_interval
         self.batch = batch
@@ -86,6 +87,14 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._queries = load_queries()
+
+    @classmethod
+    def from_settings(cls, conninfo: str, settings: Settings, **options: Any) -> Dispatcher:
+        """A dispatcher configured by `settings` (webhook secret, timeout, attempts, public URL, database bounds)."""
+        return cls(conninfo, timeout=settings.webhook_timeout_seconds, recovery_secret=settings.webhook_secret,
+                   max_attempts=settings.webhook_max_attempts, public_url=settings.resolved_public_url,
+                   timeouts=Timeouts(connect=settings.connect_timeout_seconds,
+                                     statement=settings.statement_timeout_seconds), **options)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="tidebase-dispatcher", daemon=True)

@@ -26,10 +26,10 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tidebase.core._acompat import AEvent, aevent_wait, ajoin, aspawn
-from tidebase.core.context_async import AsyncRunContext
+from tidebase.core.context_async import AsyncRunContextCore
 from tidebase.core.owners import drop, hold, new_owner
 from tidebase.errors import (
     ConfigurationError,
@@ -44,7 +44,8 @@ from tidebase.ops.reconciler_async import AsyncReconciler
 from tidebase.ops.webhooks import Dispatcher
 
 if TYPE_CHECKING:
-    from tidebase.client_async import AsyncTidebase
+    from tidebase.core.engine_async import AsyncEngine
+    from tidebase.ops.registry import Registry
 
 logger = logging.getLogger("tidebase.worker")
 
@@ -57,13 +58,20 @@ class _Released(RunSuspended):
     """the worker is shutting down: the run goes back to its queue"""
 
 
+class AsyncWorkerApp(Protocol):
+    """What a worker needs of the facade it serves: the engine and the registered workflows."""
+
+    engine: AsyncEngine
+    registry: Registry
+
+
 class AsyncWorker:
     """Claims and executes runs from `queues`, at most `concurrency` at once. `run()` returns when stopped (or, with
     `burst=True`, once nothing is runnable), after draining; it returns the number of runs it executed."""
 
     def __init__(
         self,
-        tide: AsyncTidebase,
+        tide: AsyncWorkerApp,
         *,
         queues: Sequence[str] = ("default",),
         concurrency: int = 1,
@@ -80,6 +88,7 @@ class AsyncWorker:
         if not queues:
             raise ConfigurationError("a worker needs at least one queue")
         self._tide = tide
+        self._engine = tide.engine
         self.queues = sorted(set(queues))
         self.concurrency = concurrency
         self.poll_interval = poll_interval
@@ -91,7 +100,7 @@ class AsyncWorker:
         self.owner = new_owner("worker")
         self.reconciler = AsyncReconciler(tide, actor=f"reconciler:{self.owner}", interval=reconcile_interval)
         self.executed = 0
-        self._inflight: dict[str, AsyncRunContext | None] = {}
+        self._inflight: dict[str, AsyncRunContextCore | None] = {}
         self._handles: dict[str, Any] = {}
         self._stopping = False
         self._wake = AEvent()
@@ -107,11 +116,12 @@ class AsyncWorker:
         names = self._tide.registry.names()
         if not names:
             raise ConfigurationError("no workflow is registered: decorate one with @tide.workflow(name)")
-        db = await self._tide._open()
+        db = await self._engine.database()
         hold(self.owner)  # its runs' leases are this process's own for as long as it works: never judged abandoned
         previous = self._install_signals()
         conninfo = db.pool.conninfo
-        dispatcher = Dispatcher(conninfo) if self.webhooks and isinstance(conninfo, str) else None
+        dispatcher = (Dispatcher.from_settings(conninfo, self._engine.settings)
+                      if self.webhooks and isinstance(conninfo, str) else None)
         if dispatcher is not None:
             dispatcher.start()
         next_tick = 0.0
@@ -138,7 +148,7 @@ class AsyncWorker:
                     try:
                         claimed = await db.fetchall("claim_runs", {
                             "owner": self.owner, "queues": self.queues, "workflows": names, "limit": free,
-                            "lease_ms": int(self._tide.lease_seconds * 1000),
+                            "lease_ms": self._engine.lease_ms,
                         })
                     except TidebaseError as exc:
                         logger.warning("claim failed: %s", exc)
@@ -165,7 +175,8 @@ class AsyncWorker:
     async def _execute(self, row: dict[str, Any]) -> None:
         run_id = row["id"]
         tide = self._tide
-        db = tide._require_db()
+        engine = self._engine
+        db = engine.require_database()
         started = time.monotonic()
         fields = {"run_id": run_id, "workflow": row["workflow"], "attempt": row["attempt"], "queue": row["queue"]}
         logger.info("run %s claimed: workflow %s, attempt %d, queue %s", run_id, row["workflow"], row["attempt"],
@@ -174,9 +185,9 @@ class AsyncWorker:
             workflow = tide.registry.get(row["workflow"])
             assert workflow is not None  # claim_runs only returns registered workflows
             checkpoints = await db.fetchall("load_checkpoints", {"run_id": run_id}, run_id=run_id)
-            ctx = AsyncRunContext(tide, row, {cp["key"]: cp for cp in checkpoints}, self.owner)
+            ctx = engine.context_factory(engine, row, {cp["key"]: cp for cp in checkpoints}, self.owner)
             self._inflight[run_id] = ctx
-            await tide._execute(ctx, workflow)
+            await engine.execute(ctx, workflow)
             took = time.monotonic() - started
             logger.info("run %s completed in %s (workflow %s, attempt %d)", run_id, format_duration(took),
                         row["workflow"], row["attempt"],
@@ -208,7 +219,7 @@ class AsyncWorker:
         """One line for a run whose attempt failed, saying what the engine recorded: retried, parked, or failed."""
         run_id = row["id"]
         try:  # the engine (SQL) decided the outcome; read it rather than guess it
-            now = await self._tide._require_db().fetchone("get_run", {"run_id": run_id}, run_id=run_id)
+            now = await self._engine.require_database().fetchone("get_run", {"run_id": run_id}, run_id=run_id)
         except TidebaseError:
             now = None
         outcome = now["status"] if now is not None else "unknown"
@@ -238,7 +249,7 @@ class AsyncWorker:
         params = {"queues": self.queues, "workflows": [*names, *self._unserved], "scan": UNSERVED_SCAN,
                   "limit": UNSERVED_LIMIT, "grace_ms": int(self.reconciler.interval * 1000)}
         try:
-            rows = await self._tide._require_db().fetchall("unserved_workflows", params)
+            rows = await self._engine.require_database().fetchall("unserved_workflows", params)
         except TidebaseError as exc:
             logger.debug("unregistered-workflow check failed: %s", exc)
             return
@@ -254,8 +265,8 @@ class AsyncWorker:
     async def _release_when_back(self, run_id: str, token: int) -> None:
         """Releases the run under `token` as soon as the database accepts it, trying until the lease would have
         expired anyway (then the reconciler requeues the run) or the worker stops."""
-        db = self._tide._require_db()
-        give_up = time.monotonic() + self._tide.lease_seconds
+        db = self._engine.require_database()
+        give_up = time.monotonic() + self._engine.settings.lease_seconds
         delay = 0.2
         while time.monotonic() < give_up and not self._stopping:
             try:
@@ -280,9 +291,9 @@ class AsyncWorker:
             logger.info("grace period over; stopping %d in-flight run(s) at their next step boundary",
                         len(self._inflight))
         for run_id, ctx in list(self._inflight.items()):
-            if ctx is not None and ctx._stopped is None:
-                ctx._stopped = _Released(f"worker {self.owner} is shutting down; run {run_id!r} goes back to its "
-                                         "queue", run_id=run_id)
+            if ctx is not None and ctx.stopped is None:
+                ctx.stop(_Released(f"worker {self.owner} is shutting down; run {run_id!r} goes back to its "
+                                   "queue", run_id=run_id))
         for handle in list(self._handles.values()):
             await ajoin(handle)
 
