@@ -1,5 +1,5 @@
-"""The routes, status codes and error codes of wire-api.md, in process (Starlette TestClient over the real app and a
-real database). Each test states the checklist items (§8) it covers."""
+"""The routes, status codes and error codes of docs/http-api.md, in process (Starlette TestClient over the real app and
+a real database)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tidebase.server import Settings, create_app
 
 @pytest.fixture
 def client(dsn: str) -> Iterator[TestClient]:
-    app = create_app(Settings(dsn=dsn, lease_ms=60000, max_body_bytes=1024))
+    app = create_app(Settings(database_url=dsn, http_lease_seconds=60.0, max_body_bytes=1024))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
@@ -44,7 +44,7 @@ def step(c: TestClient, run_id: str, owner: str | None, name: str = "s", h: str 
     return c.post(f"/runs/{run_id}/steps/begin", json={"name": name, "inputHash": h, "leaseOwner": owner, **kw})
 
 
-def test_create_list_detail(client: TestClient) -> None:  # items 1-4
+def test_create_list_detail(client: TestClient) -> None:
     r = client.post("/runs/a%2Fb", json={})
     assert r.status_code == 201
     run = r.json()["run"]
@@ -86,7 +86,7 @@ def test_client_chosen_run_id(client: TestClient) -> None:
     assert client.post("/runs/wf", json={"runId": "-bad"}).status_code == 400
 
 
-def test_begin_lease_and_takeover(client: TestClient, dsn: str) -> None:  # items 5, 6, 7, 17
+def test_begin_lease_and_takeover(client: TestClient, dsn: str) -> None:
     run = new_run(client)
     w1 = begun(client, run["id"], "w1")
     r = client.post(f"/runs/{run['id']}/begin", headers={"x-tidebase-worker": "w2"})
@@ -103,7 +103,7 @@ def test_begin_lease_and_takeover(client: TestClient, dsn: str) -> None:  # item
     assert client.post(f"/runs/{run['id']}/heartbeat", json={"leaseOwner": "w2"}).json()["code"] == "lease_lost"
 
 
-def test_step_protocol(client: TestClient) -> None:  # items 8, 9, 10
+def test_step_protocol(client: TestClient) -> None:
     run = new_run(client)
     owner = begun(client, run["id"])
     ex = step(client, run["id"], owner).json()
@@ -130,7 +130,7 @@ def test_step_protocol(client: TestClient) -> None:  # items 8, 9, 10
         "step_not_found"
 
 
-def test_locked_then_interrupted(client: TestClient, dsn: str) -> None:  # item 11
+def test_locked_then_interrupted(client: TestClient, dsn: str) -> None:
     run = new_run(client)
     begun(client, run["id"], "w1")
     expire_leases(dsn, run["id"])  # w1's run lease expires; w1 is still the holder
@@ -144,7 +144,7 @@ def test_locked_then_interrupted(client: TestClient, dsn: str) -> None:  # item 
     assert step(client, run["id"], "w2").json()["action"] == "execute"  # replay auto: re-run
 
 
-def test_interrupted_write_is_parked_then_reviewed(client: TestClient, dsn: str) -> None:  # items 12, 13
+def test_interrupted_write_is_parked_then_reviewed(client: TestClient, dsn: str) -> None:
     run = new_run(client)
     begun(client, run["id"], "w1")
     s = step(client, run["id"], "w1", options={"sideEffects": ["email"]}).json()
@@ -177,7 +177,7 @@ def test_failure_classification(client: TestClient, options: dict[str, Any], dec
     assert (out.json()["step"]["resumeDecision"], out.json()["step"]["status"]) == (decision, status)
 
 
-def test_cancel_is_terminal(client: TestClient) -> None:  # items 14, 15, 16
+def test_cancel_is_terminal(client: TestClient) -> None:
     run = new_run(client)
     owner = begun(client, run["id"])
     s = step(client, run["id"], owner).json()["step"]
@@ -199,7 +199,7 @@ def test_cancel_is_terminal(client: TestClient) -> None:  # items 14, 15, 16
     assert "run_cancelled" not in r.text
 
 
-def test_complete_and_fail_are_fenced(client: TestClient) -> None:  # items 18, 19
+def test_complete_and_fail_are_fenced(client: TestClient) -> None:
     run = new_run(client)
     assert client.post(f"/runs/{run['id']}/complete", json={}).json()["code"] == "lease_lost"  # pending
     begun(client, run["id"], "w1")
@@ -217,7 +217,7 @@ def test_complete_and_fail_are_fenced(client: TestClient) -> None:  # items 18, 
     assert failed["run"]["failureClass"] == "boom" and failed["run"]["completedAt"] is None
 
 
-def test_gates(client: TestClient) -> None:  # items 20, 21, 22
+def test_gates(client: TestClient) -> None:
     run = new_run(client)
     first = client.post(f"/runs/{run['id']}/gates/begin", json={"name": "g", "prompt": "ok?"}).json()
     token = first["gate"]["resolveToken"]
@@ -243,7 +243,7 @@ def test_gates(client: TestClient) -> None:  # items 20, 21, 22
         assert token not in client.get(url).text
 
 
-def test_children(client: TestClient) -> None:  # item 23
+def test_children(client: TestClient) -> None:
     parent = new_run(client)
     body = {"name": "e", "workflowName": "kid", "input": {"n": 1}}
     a = client.post(f"/runs/{parent['id']}/children",
@@ -258,7 +258,7 @@ def test_children(client: TestClient) -> None:  # item 23
     assert client.post("/runs/nope/children", json=body).json()["code"] == "run_not_found"
 
 
-def test_state_and_usage(client: TestClient) -> None:  # items 24, 25
+def test_state_and_usage(client: TestClient) -> None:
     run = new_run(client)
     rid = run["id"]
     assert client.post(f"/runs/{rid}/state/save", json={"label": "x"}).json()["code"] == "state_not_found"
@@ -274,7 +274,7 @@ def test_state_and_usage(client: TestClient) -> None:  # items 24, 25
     assert client.post("/runs/nope/usage", json={}).json()["code"] == "run_not_found"
 
 
-def test_concurrent_writers_keep_seqs_contiguous(client: TestClient) -> None:  # item 29
+def test_concurrent_writers_keep_seqs_contiguous(client: TestClient) -> None:
     import concurrent.futures
 
     run = new_run(client)
@@ -319,7 +319,7 @@ def test_http_mistakes_are_4xx(client: TestClient) -> None:
     assert client.post(f"/runs/{rid}/heartbeat", json={"leaseOwner": "x", "unknown": 1}).json()["code"] == "lease_lost"
 
 
-def test_health_and_openapi(client: TestClient) -> None:  # item 32
+def test_health_and_openapi(client: TestClient) -> None:
     deadline = time.monotonic() + 10
     while client.get("/health").json() != {"ok": True, "database": True}:  # the doorbell connects at start
         assert time.monotonic() < deadline, client.get("/health").json()
@@ -332,7 +332,7 @@ def test_health_and_openapi(client: TestClient) -> None:  # item 32
     assert begin["schema"]["required"] == ["name", "inputHash"]
 
 
-def test_event_payloads_are_public_forms(client: TestClient) -> None:  # wire §5.2, item 21
+def test_event_payloads_are_public_forms(client: TestClient) -> None:  # docs/http-api.md#event-types
     run = new_run(client, channels=[{"url": "https://example.com/h", "secret": "s3cret-chan"}])
     rid = run["id"]
     owner = begun(client, rid)

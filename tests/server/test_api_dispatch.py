@@ -1,6 +1,7 @@
-"""Queues, schedules, recovery webhooks and channels over HTTP (wire-api.md §4.9, §4.26-4.31, §6, §7.7), in process
-over the real app and a real database. The reconciler is off: each test runs the background transitions it needs
-itself (the same SQL functions the reconciler calls), so nothing happens behind its back."""
+"""Queues, schedules, recovery webhooks and channels over HTTP (docs/http-api.md#recover, docs/http-api.md#queues,
+docs/http-api.md#webhooks, docs/http-api.md#background), in process over the real app and a real database. The
+reconciler is off: each test runs the background transitions it needs itself (the same SQL functions the reconciler
+calls), so nothing happens behind its back."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tidebase.server import Settings, create_app
 
 @pytest.fixture
 def client(dsn: str) -> Iterator[TestClient]:
-    app = create_app(Settings(dsn=dsn, lease_ms=60000, reconciler=False))
+    app = create_app(Settings(database_url=dsn, http_lease_seconds=60.0, reconciler=False))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
@@ -56,7 +57,7 @@ def events(c: TestClient, run_id: str) -> list[dict[str, Any]]:
     return evs
 
 
-def test_enqueue_fields_and_event(client: TestClient) -> None:  # item 26
+def test_enqueue_fields_and_event(client: TestClient) -> None:
     out = enqueue(client, "mail%2Fout", input={"to": "a"}, dedupeKey="k1", priority=5, maxAttempts=3,
                   deadlineMs=3_600_000, metadata={"m": 1})
     run = out["run"]
@@ -80,7 +81,7 @@ def test_enqueue_fields_and_event(client: TestClient) -> None:  # item 26
         {"path": ["workflowName"], "message": "is required"}]
 
 
-def test_claim_executes_without_begin_and_respects_delay(client: TestClient) -> None:  # items 26, 4.27
+def test_claim_executes_without_begin_and_respects_delay(client: TestClient) -> None:
     delayed = enqueue(client, delayMs=60000)["run"]
     ready = enqueue(client)["run"]
     got = claim(client, "q", limit=10)
@@ -108,7 +109,7 @@ def test_claim_serves_queues_in_request_order_by_priority(client: TestClient) ->
     assert [r["id"] for r in claim(client, "qa", limit=5)["runs"]] == [a["id"]]
 
 
-def test_queue_caps_and_config_upsert(client: TestClient) -> None:  # items 26, 4.29
+def test_queue_caps_and_config_upsert(client: TestClient) -> None:
     r = client.put("/queues/q/config", json={"concurrency": 1})
     assert r.json() == {"config": {"name": "q", "concurrency": 1, "ratePerMinute": None, "invokeUrl": None}}
     for _ in range(3):
@@ -138,7 +139,7 @@ def test_queue_caps_and_config_upsert(client: TestClient) -> None:  # items 26, 
 
 
 def test_fail_requeues_then_fails_with_max_retries(client: TestClient, sql: psycopg.Connection[Any]) -> None:
-    run = enqueue(client, maxAttempts=2)["run"]  # item 19
+    run = enqueue(client, maxAttempts=2)["run"]
     owner = claim(client, "q")["leaseOwner"]
     r = client.post(f"/runs/{run['id']}/fail", json={"error": {"message": "x"}, "leaseOwner": owner})
     assert r.json()["requeued"] is True and r.json()["run"]["status"] == "queued"
@@ -176,7 +177,7 @@ def test_begin_and_steps_begin_cancel_an_overdue_run(client: TestClient, sql: ps
     assert (run["status"], run["cancelReason"], run["cancelActor"]) == ("cancelled", "deadline", "reconciler")
 
 
-def test_schedules(client: TestClient, dsn: str, sql: psycopg.Connection[Any]) -> None:  # item 27
+def test_schedules(client: TestClient, dsn: str, sql: psycopg.Connection[Any]) -> None:
     r = client.put("/schedules/nightly", json={"cron": "*/15 * * * *", "workflowName": "digest", "queue": "cron"})
     schedule = r.json()["schedule"]
     assert (schedule["cron"], schedule["queue"], schedule["input"], schedule["enabled"]) == (
@@ -209,7 +210,7 @@ def test_schedules(client: TestClient, dsn: str, sql: psycopg.Connection[Any]) -
     assert (gone.status_code, gone.json()["code"]) == (404, "schedule_not_found")
 
 
-def test_recover_and_channels(client: TestClient, sql: psycopg.Connection[Any]) -> None:  # items 21, 4.9, 6.1
+def test_recover_and_channels(client: TestClient, sql: psycopg.Connection[Any]) -> None:
     r = client.post("/runs/wf", json={"recoveryWebhook": "http://127.0.0.1:9/resume", "channels": [
         {"type": "webhook", "url": "http://127.0.0.1:9/ch", "secret": "chan-secret-42", "events": ["run.completed"]},
         {"url": "https://example.com/all"}]})
@@ -310,8 +311,8 @@ def test_push_dispatch_offers_runs_to_the_invoke_url(client: TestClient, sql: ps
 
 
 def test_first_tries_go_out_in_event_order_per_url(client: TestClient, sql: psycopg.Connection[Any]) -> None:
-    """Two deliveries of one run to one URL: the second is not handed to any dispatcher before the first has had
-    its first try recorded, however many dispatchers claim (wire §6.3)."""
+    """Two deliveries of one run to one URL: the second is not handed to any dispatcher before the first has had its
+    first try recorded, however many dispatchers claim (docs/http-api.md#delivery)."""
     run = client.post("/runs/wf", json={"channels": [{"url": "http://127.0.0.1:9/ch"}]}).json()["run"]
     client.put(f"/runs/{run['id']}/state", json={"value": 1})
     client.put(f"/runs/{run['id']}/state", json={"value": 2})

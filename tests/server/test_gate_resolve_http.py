@@ -1,6 +1,6 @@
-"""Gate resolves over real HTTP once the gate is decided (wire §4.24): a decided gate answers `409 gate_resolved` with
-the gate, its decision and actor, whatever its run did since; only a gate still pending when its run ended answers
-with the run's state."""
+"""Gate resolves over real HTTP once the gate is decided (docs/http-api.md#gate-resolve): a decided gate answers `409
+gate_resolved` with the gate, its decision and actor, whatever its run did since; only a gate still pending when its run
+ended answers with the run's state."""
 
 from __future__ import annotations
 

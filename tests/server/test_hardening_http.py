@@ -26,7 +26,8 @@ from server_proc import Server, start_server, stop_server
 from starlette.routing import Mount, Route
 
 from fix_db import with_db
-from tidebase.server.app import Settings, create_app
+from tidebase.server.app import create_app
+from tidebase.settings import Settings
 
 KEY = "hardening-key"
 BEARER = f"Bearer {KEY}"

@@ -1,5 +1,5 @@
 """The upstream Python SDK (PyPI `tidebase` 0.7.0, installed in isolation) drives a real `tidebase serve` process
-over real HTTP: every flow of the compatibility checklist the SDK can exercise (wire-api.md §8)."""
+over real HTTP: every flow of the compatibility checklist the SDK can exercise (docs/http-api.md#sdk-compatibility)."""
 
 from __future__ import annotations
 
@@ -202,7 +202,7 @@ def test_events_arrive_from_another_server_process(server: Server) -> None:
         stop_server(other)
 
 
-def test_queue_enqueue_dedupe_config_and_pull_worker(sdk: Any, server: Server) -> None:  # item 26
+def test_queue_enqueue_dedupe_config_and_pull_worker(sdk: Any, server: Server) -> None:
     out = sdk("queue")
     assert out["deduplicated"] == [False, True] and out["same"]
     assert out["config"]["config"] == {"name": "q1", "concurrency": 2, "ratePerMinute": 100, "invokeUrl": None}
@@ -216,7 +216,7 @@ def test_queue_enqueue_dedupe_config_and_pull_worker(sdk: Any, server: Server) -
     assert types == ["run.enqueued", "run.claimed", "step.started", "step.completed", "run.completed"]
 
 
-def test_schedules_set_list_delete(sdk: Any) -> None:  # item 27
+def test_schedules_set_list_delete(sdk: Any) -> None:
     out = sdk("schedules")
     made = out["made"]
     assert (made["name"], made["cron"], made["workflowName"], made["input"], made["maxAttempts"]) == (

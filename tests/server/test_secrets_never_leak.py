@@ -1,4 +1,4 @@
-"""Secrets never leave the places that need them (wire-api.md §2.8, issue 10 item 1).
+"""Secrets never leave the places that need them (docs/http-api.md#secrets).
 
 A real `tidebase serve` process with an API key and a webhook secret, logging at DEBUG, and the library on the same
 database create runs with channels (with secrets) and recovery webhooks, and gates with inline and run channels; their
@@ -40,8 +40,9 @@ from tidebase import Tidebase
 from tidebase.core.migrate import migrate
 from tidebase.errors import RunSuspended
 from tidebase.ops.webhooks import Dispatcher
-from tidebase.server.app import Settings, create_app
+from tidebase.server.app import create_app
 from tidebase.server.http_engine import webhooks_param
+from tidebase.settings import Settings
 
 # `tidebase serve` with every logger at DEBUG (uvicorn's access log included), on stderr.
 SERVE_AT_DEBUG = """

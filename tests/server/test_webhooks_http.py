@@ -1,6 +1,6 @@
-"""Outbound webhooks of a real `tidebase serve` process (wire-api.md §6, checklist item 30): recovery webhooks and
-channel deliveries leave after commit from the outbox, signed, verified by the upstream SDK's own function, and their
-outcome is recorded, win or lose. Waits poll the API; nothing sleeps for a fixed time."""
+"""Outbound webhooks of a real `tidebase serve` process (docs/http-api.md#webhooks): recovery webhooks and channel
+deliveries leave after commit from the outbox, signed, verified by the upstream SDK's own function, and their outcome is
+recorded, win or lose. Waits poll the API; nothing sleeps for a fixed time."""
 
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ def test_failed_run_is_resumed_through_its_recovery_webhook(hooked: Server, rece
         (tmp_path / "body").write_bytes(body)
         assert sdk("verify", str(tmp_path / "body"), headers["x-tidebase-signature"], SECRET) == {"valid": True}
         assert sdk("verify", str(tmp_path / "body"), headers["x-tidebase-signature"], "wrong") == {"valid": False}
-        # the receiver's job: resume the run with the SDK (wire §6.1: it runs the workflow before answering)
+        # the receiver's job: resume the run with the SDK (docs/http-api.md#recovery-webhooks: it runs the workflow
+        # before answering)
         assert sdk("finish", run["id"]) == {"result": "healed"}
         detail = wait_for(lambda: (d := http.get(f"/runs/{run['id']}").json())["recoveryAttempts"][0]["status"]
                           == "delivered" and d)
@@ -104,7 +105,7 @@ def test_failed_run_is_resumed_through_its_recovery_webhook(hooked: Server, rece
     messages = [json.loads(b) for b, _ in deliveries]
     assert [m["type"] for m in messages] == ["run.failed", "run.completed"]
     assert all(set(m) == {"type", "runId", "gateId", "deliveryId", "payload"} for m in messages)
-    failed_payload, completed_payload = (m["payload"] for m in messages)  # the objects of wire §6.2
+    failed_payload, completed_payload = (m["payload"] for m in messages)  # the objects of docs/http-api.md#channels
     assert (failed_payload["run"]["status"], failed_payload["error"]) == ("failed", {"message": "boom"})
     assert (completed_payload["run"]["status"], completed_payload["run"]["result"]) == ("completed", "healed")
     assert "chan-secret" not in json.dumps(messages)

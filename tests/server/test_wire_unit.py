@@ -1,4 +1,5 @@
-"""Pure logic of `tidebase.wire_async`: the resume contract of wire §7.6, and the retry of serialization failures."""
+"""Pure logic of `tidebase.server.http_engine`: the resume contract of docs/http-api.md#resume-contract, and the retry
+of serialization failures."""
 
 from __future__ import annotations
 

@@ -13,15 +13,16 @@ with warnings.catch_warnings():  # starlette's test client touches a deprecated 
     warnings.simplefilter("ignore", DeprecationWarning)
     from starlette.testclient import TestClient
 
-from tidebase.server.app import Settings, create_app
+from tidebase.server.app import create_app
 from tidebase.server.studio.session import Sessions, load_secret
+from tidebase.settings import Settings
 
 
 def client(dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, api_key: str | None = None,
            peer: str = "127.0.0.1") -> TestClient:
     """The real app over a real database, in process, with the peer address of our choosing."""
     monkeypatch.setenv("TIDEBASE_HOME", str(tmp_path))
-    app = create_app(Settings(dsn=dsn, api_key=api_key, reconciler=False))
+    app = create_app(Settings(database_url=dsn, api_key=api_key, reconciler=False))
     return TestClient(app, base_url="http://127.0.0.1:7373", client=(peer, 40000), follow_redirects=False)
 
 

@@ -1,5 +1,6 @@
-"""The cron dialect of §7.8 (`tidebase.cron`): parsing and its errors, the day rule, strictly-after, the five-year
-horizon, property tests against brute-force oracles, and a differential test against croniter (no database)."""
+"""The cron dialect of docs/http-api.md#cron (`tidebase.cron`): parsing and its errors, the day rule, strictly-after,
+the five-year horizon, property tests against brute-force oracles, and a differential test against croniter (no
+database)."""
 
 from __future__ import annotations
 
@@ -89,7 +90,8 @@ ERRORS = [
 
 @pytest.mark.parametrize(("expr", "message"), ERRORS)
 def test_parse_errors_say_what_and_which_field(expr: str, message: str) -> None:
-    """Each error class of §7.8 raises CronError (a ValueError), its message naming the field and the fault."""
+    """Each error class of docs/http-api.md#cron raises CronError (a ValueError), its message naming the field and the
+    fault."""
     with pytest.raises(CronError) as info:
         parse(expr)
     assert message in str(info.value)
@@ -344,7 +346,8 @@ class Expr:
         return frozenset(v % 7 for v in self.dow.values)
 
     def day_ok(self, day: date) -> bool:
-        """The §7.8 day rule, written independently of tidebase.cron: isoweekday is Monday 1 … Sunday 7."""
+        """The docs/http-api.md#cron day rule, written independently of tidebase.cron: isoweekday is Monday 1 … Sunday
+        7."""
         dom_ok, dow_ok = day.day in self.dom.values, day.isoweekday() % 7 in self.weekdays
         if self.dom.text != "*" and self.dow.text != "*":
             return dom_ok or dow_ok
@@ -361,9 +364,10 @@ EDGES = st.sampled_from(["", " ", "\t", " \t"])
 
 @st.composite
 def expressions(draw: st.DrawFn, *, frequent: bool = False, croniter_safe: bool = False) -> Expr:
-    """Expressions of the whole grammar. `frequent`: every month, and day fields that match at least once in any
-    seven consecutive days, so the next fire is at most 8 days ahead. `croniter_safe`: only forms croniter reads as
-    §7.8 does (no degenerate range a-a, nor `a/s` starting at the field maximum, no `a/s` in day of week)."""
+    """Expressions of the whole grammar. `frequent`: every month, and day fields that match at least once in any seven
+    consecutive days, so the next fire is at most 8 days ahead. `croniter_safe`: only forms croniter reads as
+    docs/http-api.md#cron does (no degenerate range a-a, nor `a/s` starting at the field maximum, no `a/s` in day of
+    week)."""
     opts = {"degenerate_ranges": not croniter_safe}
     minute = draw(fields(0, 59, **opts))
     hour = draw(fields(0, 23, **opts))

@@ -41,7 +41,7 @@ def test_gate_created_delivery_carries_the_token_and_resolution_reaches_gate_cha
         wait_until(lambda: len(endpoint.received) == 2, "both gate.created deliveries")
         created = [json.loads(body) for _, body, _ in endpoint.received]
         assert {m["type"] for m in created} == {"gate.created"}
-        # the public gate of wire §6.2: its token and resolve URL travel in gate.created, and only there
+        # the public gate of docs/http-api.md#channels: its token and resolve URL travel in gate.created, and only there
         assert {m["payload"]["gate"]["status"] for m in created} == {"pending"}
         assert all(m["payload"]["gate"]["resolveUrl"].endswith("/resolve") for m in created)
         assert all(m["deliveryId"].startswith("del_") and m["gateId"] for m in created)

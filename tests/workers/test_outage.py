@@ -66,8 +66,14 @@ def test_queued_runs_survive_a_database_outage_without_using_attempts(
         wait_until(lambda: _counts(db).get("completed", 0) >= 5, "some runs completed before the outage")
         with proxy.fault(fault):
             time.sleep(3.0)  # the outage itself: its length is what is under test
-        wait_until(lambda: _counts(db).get("completed", 0) == RUNS, "every run completed after the outage",
-                   timeout=60)
+        try:
+            wait_until(lambda: _counts(db).get("completed", 0) == RUNS, "every run completed after the outage",
+                       timeout=60)
+        except BaseException:
+            stuck = db.execute("SELECT id, status, attempt, failures, available_at - now(), lease_owner, "
+                               "lease_expires_at - now() FROM tidebase.runs WHERE status <> 'completed'").fetchall()
+            print("runs not completed:", stuck)
+            raise
     finally:
         worker.stop()
         thread.join(30)

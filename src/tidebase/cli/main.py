@@ -18,9 +18,10 @@ from tidebase.cli import operations as cli_ops
 from tidebase.cli.output import Output, error, spell
 from tidebase.client import Tidebase
 from tidebase.core import embedded as _embedded
-from tidebase.core.dsn import configured_dsn, resolve_dsn
+from tidebase.core.dsn import resolve_dsn
 from tidebase.core.migrate import migrate
 from tidebase.errors import GateAlreadyResolved, TidebaseError
+from tidebase.settings import Settings
 
 
 def _out(text: str) -> None:
@@ -36,7 +37,7 @@ def _message(exc: TidebaseError) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    result = migrate(resolve_dsn(args.dsn), lock_timeout=args.lock_timeout)
+    result = migrate(resolve_dsn(args.dsn or Settings.from_env().database_url), lock_timeout=args.lock_timeout)
     applied = ", ".join(str(v) for v in result.applied) or "none"
     _out(f"schema at version {result.version} (applied now: {applied})")
     return 0
@@ -51,7 +52,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    if configured_dsn() and args.action == "status":
+    if Settings.from_env().database_url and args.action == "status":
         _out("a database is configured (TIDEBASE_DATABASE_URL / DATABASE_URL); the embedded server is not used")
     if args.action == "stop":
         _out("stopped" if _embedded.stop() else "not running")

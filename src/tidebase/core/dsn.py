@@ -1,20 +1,12 @@
-"""Where the database is: an explicit DSN, TIDEBASE_DATABASE_URL, DATABASE_URL, else the embedded default."""
+"""Where the database is: the configured DSN (`Settings.database_url`), else the embedded default."""
 
 from __future__ import annotations
-
-import os
 
 from tidebase.errors import DatabaseUnavailable
 
 
-def configured_dsn(explicit: str | None = None) -> str | None:
-    """The DSN given or found in the environment, or None when the embedded default should be used."""
-    return explicit or os.environ.get("TIDEBASE_DATABASE_URL") or os.environ.get("DATABASE_URL") or None
-
-
-def resolve_dsn(explicit: str | None = None) -> str:
-    """The DSN to use, starting (or reusing) the embedded PostgreSQL when nothing is configured."""
-    dsn = configured_dsn(explicit)
+def resolve_dsn(dsn: str | None) -> str:
+    """`dsn`, or, when it is None, the embedded PostgreSQL's (started or reused)."""
     if dsn:
         return dsn
     # imported lazily: only the zero-setup path needs it

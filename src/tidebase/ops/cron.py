@@ -1,4 +1,4 @@
-"""The cron dialect of schedules (HTTP API spec §7.8), parsed and evaluated exactly, without third-party code.
+"""The cron dialect of schedules (docs/http-api.md#cron), parsed and evaluated exactly, without third-party code.
 
 Five fields, evaluated in UTC:
 

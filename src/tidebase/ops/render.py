@@ -1,4 +1,4 @@
-"""Rows of the database rendered as the wire objects of wire-api.md §3 (camelCase, fixed timestamps).
+"""Rows of the database rendered as the wire objects of docs/http-api.md#objects (camelCase, fixed timestamps).
 
 Columns that a later migration adds (the queue fields) are read with `row.get(...)`, so a run renders the same
 before and after that migration. Nothing here reads a channel secret, and only `delivery_body` reads a resolve token:
@@ -139,8 +139,8 @@ def public_version(row: Row) -> dict[str, Any]:
 
 
 def payload(type_: str, data: dict[str, Any], public_url: str) -> dict[str, Any]:
-    """An event's payload in the public form of wire §5.2, from the stored one (which carries the objects it
-    reports, see migration 0005's events_objects). A payload stored without them is shown as stored."""
+    """An event's payload in the public form of docs/http-api.md#event-types, from the stored one (which carries the
+    objects it reports, see migration 0005's events_objects). A payload stored without them is shown as stored."""
     if type_ == "run.created":
         return {**data, "channels": data.get("channels", [])}
     if type_ in ("gate.created", "gate.resolved") and isinstance(data.get("gate"), dict):
@@ -233,11 +233,11 @@ def schedule(row: Row) -> dict[str, Any]:
 
 
 def delivery_body(row: Row, public_url: str) -> str:
-    """The body of a channel delivery (wire §6.2), `{type, runId, gateId, deliveryId, payload}`, rendered from what
-    its outbox row captured when the event committed (`source`): the run for run.*, the step for step.failed, the
-    state for state.updated, the gate for gate.* (with the resolve token only in gate.created, taken from the body
-    the row was queued with: the one place it is kept). Other types carry the event's public payload. Rendered
-    once; every try sends these bytes."""
+    """The body of a channel delivery (docs/http-api.md#channels), `{type, runId, gateId, deliveryId, payload}`,
+    rendered from what its outbox row captured when the event committed (`source`): the run for run.*, the step for
+    step.failed, the state for state.updated, the gate for gate.* (with the resolve token only in gate.created, taken
+    from the body the row was queued with: the one place it is kept). Other types carry the event's public payload.
+    Rendered once; every try sends these bytes."""
     type_ = row["event_type"]
     source = row["source"] or {}
     data = source.get("payload") or {}

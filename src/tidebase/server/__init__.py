@@ -1,7 +1,8 @@
-"""`tidebase serve`: the HTTP + SSE server (wire-api.md), a thin ASGI layer over `tidebase.wire_async`."""
+"""`tidebase serve`: the HTTP + SSE server (docs/http-api.md), a thin ASGI layer over `tidebase.server.http_engine`."""
 
 from __future__ import annotations
 
-from tidebase.server.app import Settings, create_app
+from tidebase.server.app import create_app
+from tidebase.settings import Settings
 
 __all__ = ["Settings", "create_app"]

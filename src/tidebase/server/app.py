@@ -1,6 +1,6 @@
-"""`create_app()`: the Starlette application of `tidebase serve` (wire-api.md).
+"""`create_app()`: the Starlette application of `tidebase serve` (docs/http-api.md).
 
-A thin layer (STYLE P10): handlers parse, call `tidebase.wire_async`, and serialise; one exception handler turns
+A thin layer (STYLE P10): handlers parse, call `tidebase.server.http_engine`, and serialise; one exception handler turns
 every error into the JSON answer of `errors.STATUS`; authentication, the body limit, CORS and raw-path routing are
 pure-ASGI middleware. The lifespan opens one database pool and one event doorbell per process.
 """
@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -35,6 +33,7 @@ from tidebase.server.common import Services, path, path_or_none, services
 from tidebase.server.errors import WITH_RUN, invalid, lookup
 from tidebase.server.http_engine import AsyncWire
 from tidebase.server.middleware import Auth, BodyLimit, CloseUnread, Cors, RawPath
+from tidebase.settings import Settings
 
 log = logging.getLogger("tidebase.server")
 DIGITS = re.compile(r"[0-9]{1,18}")
@@ -42,50 +41,6 @@ DIGITS = re.compile(r"[0-9]{1,18}")
 OUT_OF_SCOPE = ["/agents", "/agents/{a}/challenge", "/agents/{a}/prove", "/agents/{a}", "/resources",
                 "/resources/{r}/revoke", "/runs/{run_id}/grants", "/runs/{run_id}/grants/{g}/use",
                 "/runs/{run_id}/grants/{g}/revoke", "/audit"]
-
-
-@dataclass
-class Settings:
-    """What the server reads from the environment (wire §2.9)."""
-
-    dsn: str | None = None
-    api_key: str | None = None
-    cors_origin: str = "*"
-    public_url: str = "http://localhost:7373"
-    lease_ms: int = 60000
-    max_body_bytes: int = 8388608
-    body_timeout_ms: int = 30000  # from the end of the headers to the end of the body, else 408
-    keepalive_timeout_ms: int = 5000  # an idle HTTP connection is closed after it (applied by `tidebase serve`)
-    keepalive_ms: int = 15000
-    pool_max: int = 20
-    reconciler: bool = True
-    reconcile_ms: int = 5000
-    webhook_secret: str | None = None
-    webhook_timeout_ms: int = 10000
-    webhook_max_attempts: int = 10
-    max_auto_recoveries: int | None = None
-
-    @classmethod
-    def from_env(cls, port: int = 7373, dsn: str | None = None) -> Settings:
-        env = os.environ
-        return cls(
-            dsn=dsn, api_key=env.get("TIDEBASE_API_KEY") or None,
-            cors_origin=env.get("TIDEBASE_CORS_ORIGIN", "*"),
-            public_url=(env.get("TIDEBASE_PUBLIC_URL") or f"http://localhost:{port}").rstrip("/"),
-            lease_ms=int(env.get("TIDEBASE_LEASE_MS", "60000")),
-            max_body_bytes=int(env.get("TIDEBASE_MAX_BODY_BYTES", "8388608")),
-            body_timeout_ms=int(env.get("TIDEBASE_BODY_TIMEOUT_MS", "30000")),
-            keepalive_timeout_ms=int(env.get("TIDEBASE_KEEPALIVE_TIMEOUT_MS", "5000")),
-            keepalive_ms=int(env.get("TIDEBASE_SSE_KEEPALIVE_MS", "15000")),
-            pool_max=int(env.get("TIDEBASE_SERVER_POOL_MAX", "20")),
-            reconciler=env.get("TIDEBASE_RECONCILER", "1") != "0",
-            reconcile_ms=int(env.get("TIDEBASE_RECONCILE_MS", "5000")),
-            webhook_secret=env.get("TIDEBASE_WEBHOOK_SECRET") or None,
-            webhook_timeout_ms=int(env.get("TIDEBASE_WEBHOOK_TIMEOUT_MS", "10000")),
-            webhook_max_attempts=int(env.get("TIDEBASE_WEBHOOK_MAX_ATTEMPTS", "10")),
-            max_auto_recoveries=int(env["TIDEBASE_MAX_AUTO_RECOVERIES"])
-            if env.get("TIDEBASE_MAX_AUTO_RECOVERIES") else None,
-        )
 
 
 async def handle_error(request: Request, exc: Exception) -> Response:
@@ -153,27 +108,25 @@ async def events(request: Request) -> Response:
 def create_app(settings: Settings | None = None) -> Any:
     """The ASGI application; `settings` default to the environment."""
     cfg = settings or Settings.from_env()
+    public_url = cfg.resolved_public_url
+    lease_ms = int(cfg.http_lease_seconds * 1000)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        dsn = resolve_dsn(cfg.dsn)
+        dsn = resolve_dsn(cfg.database_url)
         if cfg.max_auto_recoveries is not None:  # read by tidebase.max_auto_recoveries() in every session
             options = conninfo_to_dict(dsn).get("options") or ""
             dsn = make_conninfo(dsn, options=f"{options} -c tidebase.max_auto_recoveries={cfg.max_auto_recoveries}")
-        timeouts = Timeouts.from_env()
-        db = await AsyncDatabase.connect(dsn, min_size=1, max_size=cfg.pool_max, timeouts=timeouts)
+        timeouts = Timeouts(connect=cfg.connect_timeout_seconds, statement=cfg.statement_timeout_seconds)
+        db = await AsyncDatabase.connect(dsn, min_size=1, max_size=cfg.server_pool_max_size, timeouts=timeouts)
         try:
             await ensure_schema(db.pool, auto_migrate=True)
             bell = sse.Doorbell(dsn, timeouts=timeouts)
             bell.start()
-            app.state.services = Services(AsyncWire(db, lease_ms=cfg.lease_ms), bell, cfg.public_url,
-                                          cfg.keepalive_ms / 1000)
+            app.state.services = Services(AsyncWire(db, lease_ms=lease_ms), bell, public_url,
+                                          cfg.sse_keepalive_seconds)
             try:
-                async with background(dsn, db.pool, enabled=cfg.reconciler, period_ms=cfg.reconcile_ms,
-                                      lease_ms=cfg.lease_ms, webhook_secret=cfg.webhook_secret,
-                                      webhook_timeout_ms=cfg.webhook_timeout_ms,
-                                      webhook_max_attempts=cfg.webhook_max_attempts,
-                                      public_url=cfg.public_url):
+                async with background(dsn, db.pool, cfg):
                     yield
             finally:
                 await bell.stop()
@@ -188,10 +141,11 @@ def create_app(settings: Settings | None = None) -> Any:
         *routes_steps.ROUTES, *routes_gates.ROUTES, *routes_state.ROUTES, *routes_runs.ROUTES,
         *routes_queues.ROUTES,
         *(Route(p, not_found, methods=["GET", "POST"]) for p in OUT_OF_SCOPE),
-        studio.ROOT, studio.mount(cfg.api_key, cfg.public_url, cfg.lease_ms),  # its own session auth: studio/guard.py
+        # the Studio has its own session auth (studio/guard.py)
+        studio.ROOT, studio.mount(cfg.api_key, public_url, lease_ms, secret=cfg.studio_secret),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: handle_http, TidebaseError: handle_error,
                                         Exception: handle_error, DatabaseError: handle_error})
-    return CloseUnread(Cors(Auth(BodyLimit(RawPath(app), cfg.max_body_bytes, cfg.body_timeout_ms / 1000),
+    return CloseUnread(Cors(Auth(BodyLimit(RawPath(app), cfg.max_body_bytes, cfg.body_timeout_seconds),
                                  cfg.api_key), cfg.cors_origin))

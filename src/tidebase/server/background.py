@@ -1,4 +1,5 @@
-"""The server's background duties: the reconciler tick and the webhook dispatcher (wire §7.7, §6.3).
+"""The server's background duties: the reconciler tick and the webhook dispatcher (docs/http-api.md#background,
+docs/http-api.md#delivery).
 
 The reconciler runs in every server process, but only one process is active at a time across replicas (its tick
 takes an advisory try-lock), and it does no network I/O while holding it: webhooks wait in the outbox, which the
@@ -9,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from tidebase.client_async import AsyncTidebase
+from tidebase.core.engine_async import AsyncEngine
 from tidebase.errors import TidebaseError
 from tidebase.ops.reconciler_async import AsyncReconciler
 from tidebase.ops.webhooks import Dispatcher
+from tidebase.settings import Settings
 
 logger = logging.getLogger("tidebase.server")
 
@@ -33,19 +36,18 @@ async def _reconcile_forever(reconciler: AsyncReconciler, period: float) -> None
 
 
 @contextlib.asynccontextmanager
-async def background(dsn: str, pool: AsyncConnectionPool[Any], *, enabled: bool, period_ms: int,
-                     lease_ms: int, webhook_secret: str | None = None,
-                     webhook_timeout_ms: int = 10000, webhook_max_attempts: int = 10,
-                     public_url: str | None = None) -> AsyncIterator[None]:
-    """Runs the reconciler (every `period_ms`) and the webhook dispatcher while the server is up."""
-    if not enabled:
+async def background(dsn: str, pool: AsyncConnectionPool[Any], settings: Settings) -> AsyncIterator[None]:
+    """Runs the reconciler (every `settings.reconcile_interval_seconds`) and the webhook dispatcher while the server
+    is up, unless `settings.reconciler` is off. The reconciler shares the server's pool (and never closes it); its
+    lease is the HTTP clients' (`http_lease_seconds`), since the runs it requeues are theirs as much as workers'."""
+    if not settings.reconciler:
         yield
         return
-    tide = AsyncTidebase(pool, lease_seconds=lease_ms / 1000)  # shares the server's pool; never closes it
-    task = asyncio.create_task(_reconcile_forever(AsyncReconciler(tide, interval=period_ms / 1000),
-                                                  period_ms / 1000), name="tidebase-reconciler")
-    dispatcher = Dispatcher(dsn, recovery_secret=webhook_secret, timeout=webhook_timeout_ms / 1000,
-                            max_attempts=webhook_max_attempts, poll_interval=0.5, public_url=public_url)
+    engine = AsyncEngine(dataclasses.replace(settings, lease_seconds=settings.http_lease_seconds), pool=pool)
+    period = settings.reconcile_interval_seconds
+    task = asyncio.create_task(_reconcile_forever(AsyncReconciler(_Holder(engine), interval=period), period),
+                               name="tidebase-reconciler")
+    dispatcher = Dispatcher.from_settings(dsn, settings, poll_interval=0.5)
     dispatcher.start()
     try:
         yield
@@ -54,3 +56,10 @@ async def background(dsn: str, pool: AsyncConnectionPool[Any], *, enabled: bool,
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await asyncio.to_thread(dispatcher.stop)
+
+
+@dataclasses.dataclass
+class _Holder:
+    """What the reconciler takes: something with an engine."""
+
+    engine: AsyncEngine

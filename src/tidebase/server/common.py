@@ -50,9 +50,9 @@ def _decode(raw: str) -> str:
 
 
 def path(request: Request, name: str) -> str:
-    """A path parameter, percent-decoded (routing matched the raw path, §2.4); 400 when it is not valid
-    percent-encoded UTF-8, or holds U+0000, which the database cannot store, so no object can have that name.
-    Decoding is strict so that two different requests never name the same object."""
+    """A path parameter, percent-decoded (routing matched the raw path, docs/http-api.md#names-and-paths); 400 when it
+    is not valid percent-encoded UTF-8, or holds U+0000, which the database cannot store, so no object can have that
+    name. Decoding is strict so that two different requests never name the same object."""
     try:
         return _decode(str(request.path_params[name]))
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""Errors to HTTP answers, in one table (wire-api.md §2.7).
+"""Errors to HTTP answers, in one table (docs/http-api.md#errors).
 
 `STATUS` maps an error class to (status, code, human message); the handler looks a raised error up along its MRO, so
 a subclass answers like its nearest listed ancestor unless it is listed itself. A class that is not listed is a

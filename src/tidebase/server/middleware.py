@@ -35,7 +35,8 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 class RawPath:
-    """Routes on the still percent-encoded path, so `%2F` in a workflow name stays inside its parameter (§2.4)."""
+    """Routes on the still percent-encoded path, so `%2F` in a workflow name stays inside its parameter
+    (docs/http-api.md#names-and-paths)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -47,7 +48,7 @@ class RawPath:
 
 
 class Cors:
-    """CORS for every route; a preflight is answered 204 before authentication (§2.6)."""
+    """CORS for every route; a preflight is answered 204 before authentication (docs/http-api.md#cors)."""
 
     def __init__(self, app: ASGIApp, origins: str) -> None:
         self.app = app
@@ -89,7 +90,8 @@ def studio_path(scope: Scope) -> bool:
 
 
 class Auth:
-    """`Authorization: Bearer <key>` on every route but /health; `?token=` on the SSE route only (§2.5).
+    """`Authorization: Bearer <key>` on every route but /health; `?token=` on the SSE route only
+    (docs/http-api.md#auth).
 
     The presented and the configured key are compared as SHA-256 digests with a constant-time equality, so neither
     their contents nor the key's length leak through timing.
@@ -126,9 +128,9 @@ class Auth:
 
 
 class BodyLimit:
-    """Reads the whole body before the app sees it: at most `limit` bytes (413 above it, §2.1), all of them within
-    `timeout_s` of the end of the request headers (408 `request_timeout` after it). Both refusals close the
-    connection, so a client that never finishes its body cannot hold one. GET, HEAD and OPTIONS pass unread."""
+    """Reads the whole body before the app sees it: at most `limit` bytes (413 above it, docs/http-api.md#limits), all
+    of them within `timeout_s` of the end of the request headers (408 `request_timeout` after it). Both refusals close
+    the connection, so a client that never finishes its body cannot hold one. GET, HEAD and OPTIONS pass unread."""
 
     def __init__(self, app: ASGIApp, limit: int, timeout_s: float = 30.0) -> None:
         self.app = app

@@ -1,4 +1,4 @@
-"""Gate routes: begin, get, resolve (wire §4.22-4.24). The resolve token leaves only in the creating answer."""
+"""Gate routes: begin, get, resolve (docs/http-api.md#gates). The resolve token leaves only in the creating answer."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Queue and schedule routes: enqueue, claim, list, config (wire §4.26-4.29); schedules put, list, delete
-(§4.30-4.31). Dispatch rules (caps, dedupe, claim order, deadlines) live in SQL (migrations 0004 and 0005)."""
+"""Queue and schedule routes: enqueue, claim, list, config (docs/http-api.md#queues); schedules put, list, delete
+(docs/http-api.md#schedules). Dispatch rules (caps, dedupe, claim order, deadlines) live in SQL (migrations 0004 and
+0005)."""
 
 from __future__ import annotations
 

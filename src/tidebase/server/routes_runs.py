@@ -1,4 +1,5 @@
-"""Run routes: create, list, detail, begin, heartbeat, complete, fail, cancel, recover, children (wire §4.1-4.10)."""
+"""Run routes: create, list, detail, begin, heartbeat, complete, fail, cancel, recover, children
+(docs/http-api.md#runs)."""
 
 from __future__ import annotations
 

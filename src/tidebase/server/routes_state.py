@@ -1,4 +1,4 @@
-"""State, snapshot and usage routes (wire §4.15-4.21)."""
+"""State, snapshot and usage routes (docs/http-api.md#state)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Step routes: begin (the `action` protocol), complete, fail, review (wire §4.11-4.14)."""
+"""Step routes: begin (the `action` protocol), complete, fail, review (docs/http-api.md#steps)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tidebase.server.errors import HttpError
 
 
 def _needs_review(row: dict[str, Any] | None) -> HttpError:
-    """409 step_needs_review with the parked step (wire §2.7)."""
+    """409 step_needs_review with the parked step (docs/http-api.md#errors)."""
     return HttpError(409, "step_needs_review", "step needs manual review",
                      step=None if row is None else render.step(row))
 

@@ -24,7 +24,7 @@ _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|
 class Field:
     """One body field: `kind` is json, object, array, string, name, owner, hash, run_id, int, number, bool, enum,
     url (absolute http(s), at most 2048 characters), timestamp (RFC 3339 with an offset), names (a non-empty list of
-    names) or channels (a list of channel specs, wire §3)."""
+    names) or channels (a list of channel specs, docs/http-api.md#objects)."""
 
     kind: str
     required: bool = False
@@ -187,7 +187,7 @@ def validate(body: dict[str, Any], schema: Schema) -> dict[str, Any]:
 INT32 = 2**31 - 1  # integer columns
 CENTURY_MS = 100 * 366 * 86_400_000  # delays and deadlines: anything longer is a mistake, and overflows intervals
 
-# The bodies of the routes (wire-api.md §4), by route name.
+# The bodies of the routes (docs/http-api.md#reference), by route name.
 NAME = Field("name", required=True)
 BODIES: dict[str, Schema] = {
     "create_run": {"input": Field("json"), "metadata": Field("object"), "recoveryWebhook": Field("url"),

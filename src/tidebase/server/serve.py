@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 from typing import Any
+
+from tidebase.settings import Settings
 
 LOOPBACK = "127.0.0.1"
 
 
 class RedactTokens(logging.Filter):
-    """Access logs never show `token=` values (wire §2.5)."""
+    """Access logs never show `token=` values (docs/http-api.md#auth)."""
 
     _TOKEN = re.compile(r"(token=)[^&\s\"]*")
 
@@ -38,10 +39,10 @@ def add_serve_parser(subparsers: Any) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only this command needs the server stack
 
-    from tidebase.server.app import Settings, create_app  # noqa: PLC0415
+    from tidebase.server.app import create_app  # noqa: PLC0415
 
-    port = args.port or int(os.environ.get("PORT", "7373"))
-    settings = Settings.from_env(port=port, dsn=args.dsn)
+    settings = Settings.from_env().replace(port=args.port, database_url=args.dsn)
+    port = settings.port
     host = args.host or LOOPBACK
     if settings.api_key is None:
         print(f"tidebase serve: open mode (TIDEBASE_API_KEY is not set): every route is open; "
@@ -50,7 +51,7 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"tidebase serve: listening on http://{host}:{port}", file=sys.stderr, flush=True)
     # uvicorn annotates timeout_keep_alive as whole seconds, but hands it to loop.call_later, which takes fractions.
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3,
-                timeout_keep_alive=settings.keepalive_timeout_ms / 1000)  # type: ignore[arg-type]
+                timeout_keep_alive=settings.keepalive_timeout_seconds)  # type: ignore[arg-type]
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The SSE stream `GET /runs/{id}/events` (wire-api.md §5.3): the events table is the source of truth, a LISTEN
+"""The SSE stream `GET /runs/{id}/events` (docs/http-api.md#sse): the events table is the source of truth, a LISTEN
 connection per process is only the doorbell.
 
 `Doorbell` holds one dedicated connection that LISTENs on `tidebase_events` (payload = run id), reconnects by itself

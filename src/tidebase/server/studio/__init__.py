@@ -63,13 +63,15 @@ def routes() -> list[Route | Mount]:
     ]
 
 
-def mount(api_key: str | None, public_url: str, lease_ms: int, home: Path | None = None) -> Mount:
-    """The Studio as a mount of the server's app. `home` holds the session secret (default: the Tidebase home)."""
+def mount(api_key: str | None, public_url: str, lease_ms: int, home: Path | None = None,
+          secret: str | None = None) -> Mount:
+    """The Studio as a mount of the server's app. `secret` signs its sessions (`studio_secret` of the settings);
+    without it, `home` holds a generated one (default: the Tidebase home)."""
     if home is None:
         from tidebase.core.embedded import data_dir  # noqa: PLC0415 - only to locate the home folder
 
         home = data_dir()
-    sessions = Sessions(api_key, load_secret(home))
+    sessions = Sessions(api_key, load_secret(home, secret))
     state = Studio(sessions, public_url, lease_ms)
     return Mount(PREFIX, app=Guard(Router(routes()), sessions, public_url, {STUDIO_KEY: state}))
 

@@ -60,10 +60,10 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def load_secret(home: Path | None) -> bytes:
-    """The server-side secret (see the module docstring): the environment, else the file in `home`, created once
-    (atomically: concurrent first starts agree on one), else a per-process random value."""
-    configured = os.environ.get("TIDEBASE_STUDIO_SECRET")
+def load_secret(home: Path | None, configured: str | None = None) -> bytes:
+    """The server-side secret (see the module docstring): the configured one (`studio_secret` of the settings), else
+    the file in `home`, created once (atomically: concurrent first starts agree on one), else a per-process random
+    value."""
     if configured:
         return hashlib.sha256(configured.encode()).digest()
     if home is not None:
