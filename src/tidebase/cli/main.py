@@ -14,8 +14,11 @@ from collections.abc import Sequence
 
 from tidebase import __version__
 from tidebase.cli import demo
-from tidebase.cli import operations as cli_ops
+from tidebase.cli.common import common_options
+from tidebase.cli.gates import configure_gates
 from tidebase.cli.output import Output, error, spell
+from tidebase.cli.runs import configure_runs
+from tidebase.cli.worker import configure_worker
 from tidebase.client import Tidebase
 from tidebase.core import embedded as _embedded
 from tidebase.core.dsn import resolve_dsn
@@ -83,7 +86,10 @@ def create_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("db", help="the embedded PostgreSQL used when no database is configured")
     p.add_argument("action", choices=["status", "stop"])
     p.set_defaults(func=cmd_db)
-    cli_ops.configure_parsers(sub)
+    configure_worker(sub)
+    common = common_options()
+    configure_runs(sub, common)
+    configure_gates(sub, common)
     from tidebase.server.serve import add_serve_parser  # noqa: PLC0415 - the server package registers its own command
 
     add_serve_parser(sub)

@@ -1,66 +1,33 @@
-"""The operators' subcommands of `tidebase`: `worker`, `runs ...` and `gates ...` (registered by `tidebase.cli`).
+"""`tidebase runs ...`: list, show, follow and operate on runs (a thin shell over `tide.runs`).
 
-A thin shell like the rest of the CLI: each command parses its arguments, calls the sync library API and prints
-through `tidebase.cli_output` (tables in colour on a terminal, plain text when piped, times in the local zone with
-their offset; with `--json` one indented document per command, and `runs tail --json` one JSON object per line).
-Nothing here holds SQL or a rule the library lacks: the few computations below (how long a run has waited or ran)
-only present what the library returned.
+Each command parses its arguments, calls the sync library API and prints through `tidebase.cli.output` (tables in
+colour on a terminal, plain text when piped, times in the local zone with their offset; with `--json` one indented
+document per command, and `runs tail --json` one JSON object per line). Nothing here holds SQL or a rule the library
+lacks: the few computations below (how long a run has waited or ran) only present what the library returned.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
-import json
-import os
-import re
-import sys
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from tidebase.aio import AsyncTidebase
+from tidebase.cli.common import (
+    TRACEBACK_LINES,
+    gate_doc,
+    json_arg,
+    operator,
+    respelled,
+    run_status,
+    since_arg,
+    when,
+    with_tide,
+)
 from tidebase.cli.output import Output, format_duration, pretty_json, spell, status
 from tidebase.client import Tidebase
-from tidebase.errors import ConfigurationError
-from tidebase.models import Event, Gate, Run, Step
+from tidebase.models import Event, Run, Step
 from tidebase.ops.insight_models import RunOverview
-from tidebase.ops.logs import FORMATS, LEVELS, configure_logging
-
-TRACEBACK_LINES = 10
-_SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
-_SPAN_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-Command = Callable[[Tidebase, argparse.Namespace, Output], int]
-
-
-def _with_tide(fn: Command) -> Callable[[argparse.Namespace], int]:
-    def command(args: argparse.Namespace) -> int:
-        tide = Tidebase(args.dsn)
-        try:
-            return fn(tide, args, Output(utc=args.utc))
-        finally:
-            tide.close()
-
-    return command
-
-
-def _operator() -> str:
-    return f"cli:{os.environ.get('USER', 'operator')}"
-
-
-def _ago(value: datetime | None, now: datetime) -> str | None:
-    """`(3 m 05 s ago)` or `(in 12.0 s)`, relative to `now`."""
-    if value is None:
-        return None
-    delta = (now - value).total_seconds()
-    return f"({format_duration(delta)} ago)" if delta >= 0 else f"(in {format_duration(-delta)})"
-
-
-def _when(out: Output, value: datetime | None, now: datetime) -> str | None:
-    return None if value is None else f"{out.time(value)} {_ago(value, now)}"
 
 
 def _run_time(run: Run, now: datetime) -> str:
@@ -79,7 +46,6 @@ def _run_time(run: Run, now: datetime) -> str:
     end = run.completed_at or run.updated_at
     return format_duration((end - run.started_at).total_seconds())
 
-
 def _step_time(step: Step) -> str:
     """A step's duration when it recorded a start: side-effecting and retried steps commit a `running` marker first;
     a pure step is written once, when it completes, so its duration is not known."""
@@ -87,109 +53,22 @@ def _step_time(step: Step) -> str:
         return "-"
     return format_duration((step.completed_at - step.started_at).total_seconds())
 
-
-def _gate_doc(gate: Gate) -> dict[str, Any]:
-    """A gate as the CLI prints it in JSON: `cancelled` spelled as everywhere else, and never a resolve token."""
-    return {"id": gate.id, "run_id": gate.run_id, "name": gate.name, "prompt": gate.prompt, "data": gate.data,
-            "status": spell(gate.status), "decision": spell(gate.decision), "actor": gate.actor,
-            "payload": gate.payload, "created_at": gate.created_at, "resolved_at": gate.resolved_at,
-            "run_status": gate.run_status}
-
-
-def _respelled(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: spell(v) if k in ("status", "decision") else _respelled(v) for k, v in value.items()}
-    return value
-
-
 def _event_payload(event: Event) -> Any:
     """The payload as printed: in a gate event, the gate's status and decision in the CLI's spelling of
     `cancelled` (the event itself is stored, and served by the HTTP API, as written)."""
-    return _respelled(event.payload) if event.type.startswith("gate.") else event.payload
-
+    return respelled(event.payload) if event.type.startswith("gate.") else event.payload
 
 def _event_doc(event: Event) -> dict[str, Any]:
     return {"id": event.id, "run_id": event.run_id, "seq": event.seq, "type": event.type,
             "payload": _event_payload(event), "created_at": event.created_at}
-
 
 def _parked_hint(out: Output, run_id: str, run: Run) -> None:
     if run.status == "pending":
         out.line(f"run {run_id} is pending: invoke it again, or `tidebase runs recover {run_id}` to put it on a "
                  "queue for a worker")
 
-
-# -- argument types ----------------------------------------------------------------------------------------------
-
-
-def since_arg(text: str) -> datetime:
-    """`10m`, `2h`, `3d` (s, m, h, d, w) before now, or an ISO 8601 time (without an offset: local time)."""
-    span = _SPAN.match(text.strip().lower())
-    if span:
-        return datetime.now(UTC) - timedelta(seconds=float(span[1]) * _SPAN_SECONDS[span[2]])
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration such as 10m, 2h or 3d, or an ISO 8601 time, not {text!r}") from None
-    return value if value.tzinfo is not None else value.astimezone()
-
-
-def json_arg(text: str) -> Any:
-    """A JSON value given on the command line."""
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
-
-
-def _run_status(word: str | None) -> str | None:
-    return "cancelled" if word == "canceled" else word
-
-
-def _gate_status(word: str | None) -> str | None:
-    return "canceled" if word == "cancelled" else word  # the stored (wire) spelling
-
-
-# -- worker ------------------------------------------------------------------------------------------------------
-
-
-def load_app(spec: str) -> Tidebase | AsyncTidebase:
-    """Imports `module:attribute` (from the current directory too) and returns the Tidebase it names."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigurationError(f"expected MODULE:ATTRIBUTE (e.g. app:tide), got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        app = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"cannot load {spec!r}: {exc}") from exc
-    if not isinstance(app, (Tidebase, AsyncTidebase)):
-        raise ConfigurationError(f"{spec!r} is a {type(app).__name__}, not a Tidebase or AsyncTidebase")
-    return app
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    # Before the app is imported: an app that calls logging.basicConfig() then finds logging configured and leaves
-    # it as it is, instead of adding a second handler that would print every line twice.
-    configure_logging(args.log_level, args.log_format)
-    app = load_app(args.app)
-    queues = [q for q in args.queues.split(",") if q]
-    options: dict[str, Any] = {"concurrency": args.concurrency, "poll_interval": args.poll_interval,
-                               "reconcile_interval": args.reconcile_interval, "shutdown_grace": args.grace,
-                               "burst": args.burst}
-    is_async = isinstance(app, AsyncTidebase)
-    count = asyncio.run(app.work(queues, **options)) if is_async else app.work(queues, **options)  # type: ignore[arg-type]
-    Output().line(f"worker stopped after executing {count} run(s)")
-    return 0
-
-
-# -- runs --------------------------------------------------------------------------------------------------------
-
-
 def _runs_ls(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
-    page = tide.runs.list(status=_run_status(args.status), workflow=args.workflow, limit=args.limit,
+    page = tide.runs.list(status=run_status(args.status), workflow=args.workflow, limit=args.limit,
                           cursor=args.cursor, since=args.since)
     if args.json:
         out.json({"runs": page.runs, "next_cursor": page.next_cursor})
@@ -202,7 +81,6 @@ def _runs_ls(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
         out.line(f"more: --cursor {page.next_cursor}", style="dim")
     return 0
 
-
 def _runs_show(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
     run = tide.runs.get(args.run_id)
     overview = tide.insights.overview(args.run_id)
@@ -213,7 +91,7 @@ def _runs_show(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
     parents = [{"name": p.edge.name, "edge_type": p.edge.edge_type, "run_id": p.run_id, "workflow": p.workflow,
                 "status": p.status} for p in overview.parents]
     if args.json:
-        out.json({"run": run, "parents": parents, "children": children, "gates": [_gate_doc(g) for g in gates],
+        out.json({"run": run, "parents": parents, "children": children, "gates": [gate_doc(g) for g in gates],
                   "recoveries": recoveries})
         return 0
     _show_header(out, run, overview, parents)
@@ -243,7 +121,6 @@ def _runs_show(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
                     r["resumed_by"]] for r in recoveries])
     return 0
 
-
 def _show_header(out: Output, run: Run, overview: RunOverview, parents: list[dict[str, Any]]) -> None:
     now = datetime.now(UTC)
     # A failed run records no completion time: its last write is when it failed.
@@ -260,20 +137,20 @@ def _show_header(out: Output, run: Run, overview: RunOverview, parents: list[dic
         if since <= now:
             wait = f"{format_duration((now - since).total_seconds())}, since {out.time(since)}"
         else:
-            wait = f"not yet due: due {_when(out, since, now)}"
+            wait = f"not yet due: due {when(out, since, now)}"
     lease = None
     if run.lease_owner is not None:
-        lease = f"{run.lease_owner}, expires {_when(out, run.lease_expires_at, now) or '-'}"
+        lease = f"{run.lease_owner}, expires {when(out, run.lease_expires_at, now) or '-'}"
     cancelled = None
     if run.status == "cancelled":
-        cancelled = (f"{_when(out, overview.cancelled_at, now) or '-'} by {overview.cancel_actor or '-'}"
+        cancelled = (f"{when(out, overview.cancelled_at, now) or '-'} by {overview.cancel_actor or '-'}"
                      f" (reason: {run.cancel_reason or '-'})")
     parent = ", ".join(f"{p['run_id']} ({p['edge_type']} {p['name']}, {spell(p['status'])})" for p in parents)
     fields: list[tuple[str, Any]] = [
         ("run", run.id), ("workflow", run.workflow), ("status", status(run.status)), ("waiting", wait),
         ("attempt", run.attempt), ("queue", overview.queue), ("parent", parent or None),
-        ("created", _when(out, run.created_at, now)), ("started", _when(out, run.started_at, now)),
-        ("ended", _when(out, ended, now)), ("duration", took), ("lease owner", lease), ("cancelled", cancelled),
+        ("created", when(out, run.created_at, now)), ("started", when(out, run.started_at, now)),
+        ("ended", when(out, ended, now)), ("duration", took), ("lease owner", lease), ("cancelled", cancelled),
         ("failure class", run.failure_class),
     ]
     long: list[tuple[str, Any]] = []
@@ -285,13 +162,11 @@ def _show_header(out: Output, run: Run, overview: RunOverview, parents: list[dic
         out.line(f"{label}:")
         out.block(_json_lines(value, out))
 
-
 def _json_lines(value: Any, out: Output, limit: int = 40) -> str:
     lines = pretty_json(value, utc=out.utc).splitlines()
     if len(lines) > limit:
         lines = [*lines[:limit], f"… ({len(lines) - limit} more lines: --json prints all)"]
     return "\n".join(lines)
-
 
 def _show_error(out: Output, run: Run) -> None:
     error = run.error
@@ -306,7 +181,6 @@ def _show_error(out: Output, run: Run) -> None:
                  else "traceback:")
         out.block("\n".join(shown))
 
-
 def _runs_events(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
     events = tide.runs.events(args.run_id, after=args.after)
     if args.json:
@@ -316,18 +190,16 @@ def _runs_events(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
               width=80, wide="payload")
     return 0
 
-
 def _runs_cancel(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
-    run = tide.runs.cancel(args.run_id, reason=args.reason, actor=args.actor or _operator())
+    run = tide.runs.cancel(args.run_id, reason=args.reason, actor=args.actor or operator())
     if args.json:
         out.json(run)
     else:
         out.line(f"run {run.id} is ", status(run.status), f" (reason: {run.cancel_reason or '-'})")
     return 0
 
-
 def _runs_recover(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
-    run = tide.runs.recover(args.run_id, actor=args.actor or _operator(), queue=args.queue)
+    run = tide.runs.recover(args.run_id, actor=args.actor or operator(), queue=args.queue)
     if args.json:
         out.json(run)
     else:
@@ -335,9 +207,8 @@ def _runs_recover(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
                  "checkpoints")
     return 0
 
-
 def _runs_release_step(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
-    step_id = tide.runs.release_step(args.run_id, args.step, actor=args.actor or _operator(), reason=args.reason)
+    step_id = tide.runs.release_step(args.run_id, args.step, actor=args.actor or operator(), reason=args.reason)
     if args.json:
         out.json({"run_id": args.run_id, "step": args.step, "step_id": step_id})
         return 0
@@ -345,9 +216,8 @@ def _runs_release_step(tide: Tidebase, args: argparse.Namespace, out: Output) ->
     _parked_hint(out, args.run_id, tide.runs.get(args.run_id))
     return 0
 
-
 def _runs_skip_step(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
-    step_id = tide.runs.skip_step(args.run_id, args.step, args.output, actor=args.actor or _operator(),
+    step_id = tide.runs.skip_step(args.run_id, args.step, args.output, actor=args.actor or operator(),
                                   reason=args.reason)
     if args.json:
         out.json({"run_id": args.run_id, "step": args.step, "step_id": step_id, "output": args.output})
@@ -356,7 +226,6 @@ def _runs_skip_step(tide: Tidebase, args: argparse.Namespace, out: Output) -> in
              "which the run replays when it resumes")
     _parked_hint(out, args.run_id, tide.runs.get(args.run_id))
     return 0
-
 
 def _runs_tail(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
     after = 0
@@ -385,60 +254,8 @@ def _runs_tail(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
             return 0
         time.sleep(args.interval)
 
-
-# -- gates -------------------------------------------------------------------------------------------------------
-
-
-def _gates_ls(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
-    gates = tide.gates.list(status=_gate_status(args.status), run_id=args.run, limit=args.limit)
-    if args.json:
-        out.json([_gate_doc(g) for g in gates])
-        return 0
-    out.table(["id", "run", "name", "status", "prompt", "created"],
-              [[g.id, g.run_id, g.name, status(g.status), g.prompt, g.created_at] for g in gates], wide="prompt")
-    return 0
-
-
-def _gates_resolve(decision: str) -> Command:
-    def resolve(tide: Tidebase, args: argparse.Namespace, out: Output) -> int:
-        gate = tide.gates.resolve(args.gate_id, decision, actor=args.actor or _operator(), payload=args.payload)
-        if args.json:
-            out.json(_gate_doc(gate))
-        else:
-            out.line(f"gate {gate.id} ({gate.name}) of run {gate.run_id}: ", status(gate.decision))
-        return 0
-
-    return resolve
-
-
-# -- parsers -----------------------------------------------------------------------------------------------------
-
-
-def configure_parsers(sub: Any) -> None:
-    """Adds `worker`, `runs` and `gates` to the `tidebase` subcommands."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dsn", help="database (default: TIDEBASE_DATABASE_URL, DATABASE_URL, else embedded)")
-    common.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
-    common.add_argument("--utc", action="store_true", help="print times in UTC instead of the local time zone")
-
-    p = sub.add_parser("worker", help="run a worker: claim queued runs of the app's registered workflows")
-    p.add_argument("app", help="MODULE:ATTRIBUTE naming your Tidebase (or AsyncTidebase), e.g. app:tide")
-    p.add_argument("--queues", default="default", help="comma-separated queues to claim from (default: default)")
-    p.add_argument("--concurrency", type=int, default=1, help="runs executed at once (default 1)")
-    p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between claims when idle")
-    p.add_argument("--reconcile-interval", type=float, default=5.0, help="seconds between reconciler ticks")
-    p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight runs get to finish on SIGTERM")
-    p.add_argument("--burst", action="store_true", help="exit once nothing is runnable")
-    p.add_argument("--log-level", type=str.upper, choices=LEVELS, default="INFO",
-                   help="least important log records printed on stderr (default INFO)")
-    p.add_argument("--log-format", choices=FORMATS, default="text",
-                   help="text lines, or one JSON object per line (default text)")
-    p.set_defaults(func=cmd_worker)
-    _configure_runs(sub, common)
-    _configure_gates(sub, common)
-
-
-def _configure_runs(sub: Any, common: argparse.ArgumentParser) -> None:
+def configure_runs(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Adds `runs` and its commands to the `tidebase` subcommands."""
     runs = sub.add_parser("runs", help="inspect and operate on runs").add_subparsers(dest="runs_command",
                                                                                         required=True)
     p = runs.add_parser("ls", parents=[common], help="list runs, newest first")
@@ -448,24 +265,24 @@ def _configure_runs(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="only runs created since: a duration before now (10m, 2h, 3d) or an ISO 8601 time")
     p.add_argument("--cursor", help="the next page: the cursor printed after the previous one (more: --cursor ...)")
     p.add_argument("--limit", type=int, default=50)
-    p.set_defaults(func=_with_tide(_runs_ls))
+    p.set_defaults(func=with_tide(_runs_ls))
     p = runs.add_parser("show", parents=[common], help="a run with its error, steps, children, gates, recoveries")
     p.add_argument("run_id")
-    p.set_defaults(func=_with_tide(_runs_show))
+    p.set_defaults(func=with_tide(_runs_show))
     p = runs.add_parser("events", parents=[common], help="a run's event log")
     p.add_argument("run_id")
     p.add_argument("--after", type=int, default=0, help="only events with seq > AFTER")
-    p.set_defaults(func=_with_tide(_runs_events))
+    p.set_defaults(func=with_tide(_runs_events))
     p = runs.add_parser("cancel", parents=[common], help="cancel a run (one-way; cascades to children and gates)")
     p.add_argument("run_id")
     p.add_argument("--reason")
     p.add_argument("--actor")
-    p.set_defaults(func=_with_tide(_runs_cancel))
+    p.set_defaults(func=with_tide(_runs_cancel))
     p = runs.add_parser("recover", parents=[common], help="put a failed or stuck run back on its queue")
     p.add_argument("run_id")
     p.add_argument("--actor")
     p.add_argument("--queue", default="default", help="queue for a run that had none (default: default)")
-    p.set_defaults(func=_with_tide(_runs_recover))
+    p.set_defaults(func=with_tide(_runs_recover))
     for name, fn, what in (("release-step", _runs_release_step, "let a step parked for review run again"),
                            ("skip-step", _runs_skip_step, "complete a step parked for review without running it")):
         p = runs.add_parser(name, parents=[common], help=what)
@@ -475,26 +292,10 @@ def _configure_runs(sub: Any, common: argparse.ArgumentParser) -> None:
             p.add_argument("--output", type=json_arg, help="the step's output, as JSON (default null)")
         p.add_argument("--actor")
         p.add_argument("--reason")
-        p.set_defaults(func=_with_tide(fn))
+        p.set_defaults(func=with_tide(fn))
     p = runs.add_parser("tail", parents=[common], help="follow a run's state and events live")
     p.add_argument("run_id")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
     p.add_argument("--follow", action="store_true", help="keep following after the run ends")
     p.add_argument("--timeout", type=float, help="stop after this many seconds")
-    p.set_defaults(func=_with_tide(_runs_tail))
-
-
-def _configure_gates(sub: Any, common: argparse.ArgumentParser) -> None:
-    gates = sub.add_parser("gates", help="list and decide approval gates").add_subparsers(dest="gates_command",
-                                                                                           required=True)
-    p = gates.add_parser("ls", parents=[common], help="pending gates (or those of one run)")
-    p.add_argument("--run", help="only this run's gates")
-    p.add_argument("--status", default="pending", help="pending (default), approved, rejected or cancelled")
-    p.add_argument("--limit", type=int, default=100)
-    p.set_defaults(func=_with_tide(_gates_ls))
-    for name, decision in (("approve", "approved"), ("reject", "rejected")):
-        p = gates.add_parser(name, parents=[common], help=f"{name} a pending gate")
-        p.add_argument("gate_id")
-        p.add_argument("--actor")
-        p.add_argument("--payload", type=json_arg, help="JSON payload recorded with the decision")
-        p.set_defaults(func=_with_tide(_gates_resolve(decision)))
+    p.set_defaults(func=with_tide(_runs_tail))
