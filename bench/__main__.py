@@ -2,7 +2,7 @@
 
 `core` measures Tidebase against the raw Postgres floor; `compare` puts Tidebase side by side with DBOS Transact and
 LangGraph's PostgresSaver (each installed into its own virtualenv) and the floor. `--dsn` is an admin DSN; the
-benchmark creates its own database on that server and drops it at exit (see `bench.scratch`). Exit status is 0
+benchmark creates its own database on that server and drops it at exit (see `bench.database`). Exit status is 0
 whether or not the timing goals are met; only errors fail the command.
 """
 
@@ -20,8 +20,8 @@ import psycopg
 from . import compare_report
 from .compare import CompareConfig, TaskFailed, as_url, machine_details, parse_sizes, parse_systems, run_compare, select
 from .core import CoreConfig, run_core
+from .database import DEFAULT_ADMIN_DSN, default_database_name, machine_facts, scratch_database
 from .report import render, write_json
-from .scratch import DEFAULT_ADMIN_DSN, default_database_name, machine_facts, scratch_database
 from .studio import StudioConfig, run_studio
 from .venvs import DIAGNOSTICS, PEERS, SYSTEMS, default_venv_root, interpreter
 

@@ -16,7 +16,7 @@ import psycopg
 
 from tidebase import Tidebase
 
-from .scratch import with_settings
+from .database import with_settings
 from .workloads import (
     StepRun,
     create_floor_table,

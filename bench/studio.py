@@ -28,7 +28,7 @@ from tidebase.core.migrate import migrate
 from tidebase.models import RUN_STATUSES
 from tidebase.sql import load_queries
 
-from .scratch import default_database_name, scratch_database
+from .database import default_database_name, scratch_database
 
 BIG = "run_big"
 SMALL = 1000

@@ -29,7 +29,7 @@ import psycopg
 
 from tidebase import Reconciler, Tidebase
 
-from .scratch import DEFAULT_ADMIN_DSN, scratch_database
+from .database import DEFAULT_ADMIN_DSN, scratch_database
 
 
 def _worker(dsn: str, lease: float, concurrency: int) -> None:
