@@ -81,6 +81,7 @@ MEANING: dict[str, str] = {
     "gate_resolved": "the gate already has another decision",
     "workflow_mismatch": "a client-chosen run id exists with another workflow",
     "input_mismatch": "a client-chosen run id exists with another input",
+    "conflict": "the run's state does not allow the operation (the message says why)",
     "child_conflict": "the edge name exists with another child workflow or input",
     "payload_too_large": "the body is over the limit; the connection is closed",
     "unsupported_media_type": "a non-empty body that is not declared `application/json`",
@@ -245,7 +246,9 @@ ROUTES: dict[str, Notes] = {
         {"after": "`0`", "token": "only the `Authorization` header authenticates"}),
     "POST /queues/{queue}/enqueue": Notes(
         "enqueue", ((200, "`{run, deduplicated}`"),),
-        (("invalid_request", "the queue name is not a name"),),
+        (("invalid_request", "the queue name is not a name"), ("workflow_mismatch", "the run id exists with another "
+                                                                                  "workflow"),
+         ("conflict", "the run of this dedupe key kept finishing while it was read: retry")),
         {"input": "`{}`", "metadata": "`{}`", "delayMs": "`0`", "runAt": "now + `delayMs`", "maxAttempts": "`1`",
          "priority": "`0`", "deadlineMs": "no deadline", "dedupeKey": "no dedupe", "channels": CHANNELS,
          "recoveryWebhook": "none"}),

@@ -1,7 +1,7 @@
 """The errors Tidebase raises: one tree rooted at `TidebaseError`.
 
 Each class is named for what the caller can do about it, and its docstring is its default message. Database errors
-are translated into these classes in exactly one place (`tidebase._translate`), by SQLSTATE, never by message text.
+are translated into these classes in exactly one place (`tidebase.core.translate`), by SQLSTATE, never by message text.
 `RunCancelled` and `ManualReviewRequired` are ordinary exceptions: a workflow that catches them should re-raise.
 """
 
@@ -105,11 +105,62 @@ class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached."""
 
 
+class TransactionAborted(DatabaseError):
+    """The database aborted the transaction to settle a conflict with a concurrent one (a serialization failure or a
+    deadlock); nothing of it was written, and it can be retried."""
+
+
+# Precise kinds of the errors above. Each is a subclass, so code catching the general class keeps working; the HTTP
+# server answers each with its own code (docs/http-api.md#error-table).
+
+
+class RunNotFound(NotFound):
+    """The run does not exist."""
+
+
+class StepNotFound(NotFound):
+    """The step does not exist in this run."""
+
+
+class GateNotFound(NotFound):
+    """The gate does not exist in this run."""
+
+
+class StateNotFound(NotFound):
+    """The state stream has no version yet."""
+
+
+class ScheduleNotFound(NotFound):
+    """The schedule does not exist."""
+
+
+class WorkflowMismatch(InputMismatch):
+    """A run with this id exists for another workflow."""
+
+
+class StepCompleted(Conflict):
+    """The step is already completed (with another output)."""
+
+
+class StepNotInReview(Conflict):
+    """The step is not parked for manual review."""
+
+
+class NoRecoveryWebhook(Conflict):
+    """The run has no recovery webhook configured."""
+
+
+class InvalidToken(Forbidden):
+    """The resolve token is not the gate's."""
+
+
 _PUBLIC = (
     TidebaseError, ConfigurationError, NotFound, InputMismatch, LeaseHeld, LeaseLost, RunCancelled, RunCompleted,
     ManualReviewRequired, Conflict, GateAlreadyResolved, ChildConflict, Forbidden, RunSuspended, PayloadError,
     InvalidArgument, SchemaOutOfDate, MigrationLockTimeout,
-    DatabaseError, DatabaseUnavailable,
+    DatabaseError, DatabaseUnavailable, TransactionAborted,
+    RunNotFound, StepNotFound, GateNotFound, StateNotFound, ScheduleNotFound, WorkflowMismatch, StepCompleted,
+    StepNotInReview, NoRecoveryWebhook, InvalidToken,
 )
 for _cls in _PUBLIC:
     _cls.__module__ = "tidebase"

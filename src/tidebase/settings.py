@@ -89,8 +89,8 @@ class Settings:
                                               unit="ms", scope="server, worker")
     webhook_max_attempts: int = _setting(10, "TIDEBASE_WEBHOOK_MAX_ATTEMPTS", "tries of a webhook delivery before "
                                          "it is dead", scope="server, worker")
-    max_auto_recoveries: int | None = _setting(None, "TIDEBASE_MAX_AUTO_RECOVERIES", "automatic recovery webhooks "
-                                               "per run (unset: 10)", scope="server, worker")
+    max_auto_recoveries: int = _setting(10, "TIDEBASE_MAX_AUTO_RECOVERIES", "automatic recovery webhooks per "
+                                        "run", scope="server, worker")
     home: str | None = _setting(None, "TIDEBASE_HOME", "where the embedded PostgreSQL keeps its data; unset: the "
                                 "user data folder (/var/lib/tidebase as root)", scope="embedded")
     embedded_idle_seconds: float = _setting(2.0, "TIDEBASE_EMBEDDED_IDLE_SECONDS", "the embedded PostgreSQL stops "

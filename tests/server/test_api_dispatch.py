@@ -272,6 +272,18 @@ def test_automatic_recoveries_are_spaced_and_single(client: TestClient, sql: psy
     assert spaced is not None and spaced[0] >= 60
 
 
+def test_the_automatic_recovery_cap_is_the_servers_setting(dsn: str, sql: psycopg.Connection[Any]) -> None:
+    """`max_auto_recoveries` reaches the failure decided by the server's door: with a cap of 1, a second final failure
+    schedules no second automatic recovery, though the first is long dead."""
+    with TestClient(create_app(Settings(database_url=dsn, reconciler=False, max_auto_recoveries=1))) as capped:
+        run = capped.post("/runs/wf", json={"recoveryWebhook": "http://127.0.0.1:9/r"}).json()["run"]
+        for message in ("x", "y"):
+            owner = capped.post(f"/runs/{run['id']}/begin").json()["leaseOwner"]
+            capped.post(f"/runs/{run['id']}/fail", json={"error": {"message": message}, "leaseOwner": owner})
+            sql.execute("UPDATE tidebase.outbox SET status = 'dead' WHERE run_id = %s", (run["id"],))
+        assert len(capped.get(f"/runs/{run['id']}").json()["recoveryAttempts"]) == 1
+
+
 def test_lease_expiry_of_a_run_with_webhook_schedules_one_recovery(client: TestClient,
                                                                    sql: psycopg.Connection[Any]) -> None:
     run = client.post("/runs/wf", json={"recoveryWebhook": "http://127.0.0.1:9/r"}).json()["run"]
@@ -279,9 +291,9 @@ def test_lease_expiry_of_a_run_with_webhook_schedules_one_recovery(client: TestC
     for r in (run, other):
         client.post(f"/runs/{r['id']}/begin")
     sql.execute("UPDATE tidebase.runs SET lease_expires_at = tidebase.now() - interval '1 ms'")
-    ids = [r[0] for r in sql.execute("SELECT * FROM tidebase.recover_expired_webhooks(100)")]
+    ids = [r[0] for r in sql.execute("SELECT * FROM tidebase.recover_expired_webhooks(100, 10)")]
     assert ids == [run["id"]]
-    assert [r[0] for r in sql.execute("SELECT * FROM tidebase.recover_expired_webhooks(100)")] == []  # pending
+    assert [r[0] for r in sql.execute("SELECT * FROM tidebase.recover_expired_webhooks(100, 10)")] == []  # pending
     [attempt] = client.get(f"/runs/{run['id']}").json()["recoveryAttempts"]
     assert attempt["reason"] == "lease_expired"
     assert client.get(f"/runs/{run['id']}").json()["run"]["status"] == "running"  # anyone may take it over

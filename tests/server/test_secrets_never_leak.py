@@ -7,7 +7,7 @@ GET route of the app (read from its routing table and its OpenAPI document, so a
 SSE stream of every run, the library's readers, the CLI commands that print runs, events and gates, and every log
 record are searched for the resolve tokens, the channel and recovery secrets, the webhook secret and the API key.
 The same scenario checks the channel ids of deliveries. Two smaller tests cover what the scenario cannot provoke: a
-database error in the dispatcher, and deliveries queued before the schema version that moved the token.
+database error in the dispatcher, and a delivery whose receiver echoes the token while another one waits.
 """
 
 from __future__ import annotations
@@ -35,13 +35,11 @@ import pytest
 from server_proc import Server, free_port, stop_server, wait_for
 from starlette.routing import Mount, Route
 
-import tidebase.core.migrate as migrate_module
 from tidebase import Tidebase
-from tidebase.core.migrate import migrate
+from tidebase.core.channels import webhooks_param
 from tidebase.errors import RunSuspended
 from tidebase.ops.webhooks import Dispatcher
 from tidebase.server.app import create_app
-from tidebase.server.http_engine import webhooks_param
 from tidebase.settings import Settings
 
 # `tidebase serve` with every logger at DEBUG (uvicorn's access log included), on stderr.
@@ -477,46 +475,42 @@ def test_dispatcher_log_never_quotes_an_outbox_row(
     assert token not in caplog.text and channel_secret not in caplog.text
 
 
-def test_upgrade_keeps_the_token_only_in_bodies_and_names_the_channels(
-    empty_dsn: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Deliveries queued and tried under schema version 5 come out of the upgrade with their run channel's id (none
-    for a gate's inline channel) and the resolve token in their bodies only (no longer in a source or an echoed
-    answer); a gate.created delivery rendered after the upgrade still carries the token to its receiver."""
-    shipped = migrate_module.migrations()
-    monkeypatch.setattr(migrate_module, "migrations", lambda: shipped[:5])
-    assert migrate(empty_dsn).version == 5
+def test_deliveries_name_their_channel_and_keep_the_token_only_in_bodies(dsn: str, receiver: Receiver) -> None:
+    """A gate.created delivery to a run channel names that channel (none for the gate's inline channel), and the
+    resolve token is in the delivery bodies only: not in a source, an echoed answer or an error, before or after a
+    try; a delivery rendered later still carries the token to its receiver, and the library lists neither."""
     token = secrets.token_hex(16)
     run_hooks = webhooks_param([{"url": receiver.url + "/echo", "secret": "run-secret"}])
     inline = json.dumps([{"type": "webhook", "url": receiver.url + "/echo/inline", "events": [], "secret": "g-secret"}])
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        conn.execute("SELECT * FROM tidebase.http_create_run('r1', 'wf', '{}', 'h', '{}', 60000, %s, NULL)",
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT * FROM tidebase.create_run('r1', 'wf', '{}', 'h', true, '{}', NULL, 60000, %s, NULL)",
                      (run_hooks,))
-        conn.execute("SELECT * FROM tidebase.begin_gate_v2('r1', NULL, 'g', 'gate_1', 'Ship?', '{}', 'hash', NULL, "
+        conn.execute("SELECT * FROM tidebase.begin_gate('r1', NULL, 'g', 'gate_1', 'Ship?', '{}', 'hash', NULL, "
                      "%s, %s)", (inline, token))
+        [(channel_id,)] = conn.execute("SELECT h ->> 'id' FROM tidebase.runs, jsonb_array_elements(webhooks) h "
+                                       "WHERE id = 'r1'").fetchall()
         # the inline channel's delivery waits; the run channel's is tried now, and its receiver echoes the token
         conn.execute("UPDATE tidebase.outbox SET next_attempt_at = now() + interval '1 hour' WHERE url LIKE '%inline'")
-        dispatcher = Dispatcher(empty_dsn)
+        dispatcher = Dispatcher(dsn)
         wait_for(lambda: (dispatcher.deliver_once(conn), conn.execute(
             "SELECT status FROM tidebase.outbox WHERE url NOT LIKE '%inline'").fetchone() == ("delivered",))[1])
-        before = conn.execute("SELECT string_agg(concat_ws('|', source, response_body), '|') FROM tidebase.outbox"
-                              ).fetchone()
-        assert before is not None and before[0].count(token) == 2  # in the waiting source and in the echo
-
-        monkeypatch.undo()
-        assert migrate(empty_dsn).version == len(shipped)
+        assert any(token.encode() in body for path, body, _ in receiver.received if not path.endswith("inline"))
         rows = conn.execute("SELECT url LIKE '%inline', channel_id, concat_ws('|', source, response_body, last_error),"
                             " body FROM tidebase.outbox ORDER BY id").fetchall()
-        assert [(r[0], r[1]) for r in rows] == [(False, json.loads(run_hooks)[0]["id"]), (True, None)]
+        assert [(r[0], r[1]) for r in rows] == [(False, channel_id), (True, None)]
+        assert channel_id.startswith("chan_")
         assert all(token not in r[2] and token in r[3] for r in rows)
         conn.execute("UPDATE tidebase.outbox SET next_attempt_at = now() WHERE url LIKE '%inline'")
         wait_for(lambda: (dispatcher.deliver_once(conn), conn.execute(
             "SELECT status FROM tidebase.outbox WHERE url LIKE '%inline'").fetchone() == ("delivered",))[1])
         dispatcher.stop()
+        after = conn.execute("SELECT string_agg(concat_ws('|', source, response_body, last_error), '|') "
+                             "FROM tidebase.outbox").fetchone()
+        assert after is not None and token not in (after[0] or "")
     [(_, body, headers)] = [r for r in receiver.received if r[0].endswith("inline")]
     assert json.loads(body)["payload"]["gate"]["resolveToken"] == token
     assert receiver.signed_with("g-secret") and headers["x-tidebase-event"] == "gate.created"
-    tide = Tidebase(empty_dsn)
+    tide = Tidebase(dsn)
     try:
         listed = tide.runs.deliveries("r1")
     finally:

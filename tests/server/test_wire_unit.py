@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from psycopg import errors as pg_errors
 
-from tidebase.errors import DatabaseError, DatabaseUnavailable
+from tidebase.core.translate import translate_error
+from tidebase.errors import DatabaseUnavailable
+from tidebase.ops import render
 from tidebase.server.http_engine import AsyncWire, resume_contract
 
 
@@ -24,7 +26,7 @@ from tidebase.server.http_engine import AsyncWire, resume_contract
     ({"replay": "never", "onAmbiguousFailure": "retry"}, [], "never"),
 ])
 def test_resume_contract(options: dict[str, Any], effects: list[str], replay: str) -> None:
-    c = resume_contract(options)
+    c = render.contract(resume_contract(options))  # the stored form, shown with every field as the API shows it
     assert (c["sideEffects"], c["replay"]) == (effects, replay)
     assert c["credentials"] == [] and c["checkpointInvariant"] is None
 
@@ -40,7 +42,7 @@ class FlakyDb:
             try:
                 raise pg_errors.DeadlockDetected("deadlock detected")
             except pg_errors.DeadlockDetected as cause:
-                raise DatabaseError("database error (40P01)") from cause
+                raise translate_error(cause) from cause
         return [{"id": "r", "status": "pending"}]
 
 

@@ -1,8 +1,9 @@
 """Webhook channels and recovery webhooks as the caller gives them, checked and put in their stored form.
 
-A run's `webhooks` column holds its channels (`{"id": "chan_…", "url", "secret"?, "events": [...], "kind":
-"channel"}`; no events means every type); a recovery webhook is a URL or `{"url", "secret"}`. Every door (the
-library's enqueue and gates, the HTTP API) encodes them here, so both store the same form. No I/O.
+A run's `webhooks` column holds its channels (`{"id": "chan_…", "kind": "channel", "type": "webhook", "url",
+"secret"?, "events": [...]}`; no events means every delivered type of docs/http-api.md), in the form the SQL function
+`tidebase.channel_entries` gives the specs passed here; a recovery webhook is a URL or `{"url", "secret"}`. Every door
+(the library's enqueue and gates, the HTTP API) passes them through here, so both store the same form. No I/O.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ def check_url(url: Any, what: str = "webhook url") -> str:
 
 
 def webhooks_param(webhooks: list[dict[str, Any]] | None) -> str:
-    """The run's `webhooks` column: channel entries ({"url", "secret"?, "events": [...]}, empty events = every
-    type), each with a `chan_` id."""
+    """The channel specs of a run's `webhooks` column ({"url", "secret"?, "events": [...]}, empty or absent events =
+    every delivered type), each with a `chan_` id."""
     hooks: list[dict[str, Any]] = []
     for channel in webhooks or []:
         check_url(channel.get("url"))
-        hooks.append({"id": "chan_" + uuid.uuid4().hex, "events": ["*"], **channel, "kind": "channel"})
+        hooks.append({"id": "chan_" + uuid.uuid4().hex, **channel, "kind": "channel"})
     return json.dumps(hooks)
 
 

@@ -21,7 +21,6 @@ does no I/O.
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 
@@ -53,20 +52,6 @@ class Timeouts:
             raise ConfigurationError("connect_timeout must be a positive number of seconds")
         if self.statement is not None and not self.statement > 0:
             raise ConfigurationError("statement_timeout must be a positive number of seconds, or None")
-
-    @classmethod
-    def from_env(cls) -> Timeouts:
-        """The timeouts of a server or worker process: TIDEBASE_CONNECT_TIMEOUT_MS and TIDEBASE_STATEMENT_TIMEOUT_MS
-        (0 for no statement timeout), else the defaults."""
-        connect = os.environ.get("TIDEBASE_CONNECT_TIMEOUT_MS")
-        statement = os.environ.get("TIDEBASE_STATEMENT_TIMEOUT_MS")
-        try:
-            return cls(connect=int(connect) / 1000 if connect else cls.connect,
-                       statement=(int(statement) / 1000 or None) if statement else cls.statement)
-        except ValueError:
-            raise ConfigurationError(
-                "TIDEBASE_CONNECT_TIMEOUT_MS and TIDEBASE_STATEMENT_TIMEOUT_MS must be whole milliseconds"
-            ) from None
 
     @property
     def deadline(self) -> float | None:

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from tidebase.core import serde as _serde
@@ -55,6 +56,15 @@ if TYPE_CHECKING:
     from tidebase.core.engine_async import AsyncEngine
 
 logger = logging.getLogger("tidebase")
+
+# Hooks for tidebase.integrations and tidebase.testing; neither costs the step more than a global read. CURRENT_RUN is
+# the context whose workflow runs in this task or thread (set from start_heartbeat() to stop_heartbeat(), the span in
+# which the engine runs the workflow), so that a framework integration finds the run it checkpoints into.
+# `step_hook`, None unless the crash-test kit installs one, is called as (point, context, step key, contract, value)
+# before a step's function is called ("enter"), when it has returned ("ran", before anything is written) and once
+# its checkpoint is committed ("committed"); the kit counts executions there and raises its simulated crash.
+CURRENT_RUN: ContextVar[AsyncRunContextCore | None] = ContextVar("tidebase_current_run_async", default=None)
+step_hook: Callable[[str, AsyncRunContextCore, str, ResumeContract, Any], None] | None = None
 
 # Exceptions that mean "stop this invocation", not "this step failed": never retried, never recorded as failures. A
 # database outage is one: the step runs again when the run resumes.
@@ -165,21 +175,14 @@ class AsyncRunContextCore:
             return plan.output
         ident = {"key": key, "name": name, "occurrence": occurrence, "input_hash": input_hash,
                  "contract": contract.as_text()}
-        if plan.action is Action.PARK:
-            await self._fail_step(ident, plan.attempt, "manual_review", "manual_review",
-                                  {"message": "step interrupted: it started and never completed, and its resume "
-                                              f"contract (replay={contract.replay!r}) does not allow a re-run"})
-            raise ManualReviewRequired(
-                f"step {key!r} of run {self.run_id!r} was interrupted and may have had side effects; "
-                "release or skip it (tide.runs.release_step / skip_step)", run_id=self.run_id, step=key,
-            )
+        begins = contract.needs_marker or plan.action is Action.PARK  # the database's step decision (begin_step)
         attempt = plan.attempt
         failures = 0
         while True:
-            if contract.needs_marker:
-                attempt = await self._write_one("start_step", {**ident}, "attempt", key)
+            if begins:
+                attempt = await self._begin(ident, key)
             try:
-                value = await self._call(fn, key)
+                value = await self._call(fn, key, contract)
             except _CONTROL_FLOW:
                 raise
             except Exception as exc:  # a failed attempt: recorded, then retried or re-raised
@@ -197,20 +200,38 @@ class AsyncRunContextCore:
             try:
                 text = self.engine.encode(value, "output", run_id=self.run_id, step=key)
             except PayloadError as exc:
-                if contract.needs_marker:  # leave no `running` marker behind a step whose function did run
+                if begins:  # leave no `running` marker behind a step whose function did run
                     status, decision = contract.final_failure()
                     await self._fail_step(ident, attempt, status, decision, error_payload(exc))
                 raise
             await self._complete_step(ident, attempt, text)
+            if step_hook is not None:
+                step_hook("committed", self, key, contract, value)
             return json.loads(text)
 
-    async def _call(self, fn: Callable[[], Any], key: str) -> Any:
-        """Runs a step function with CURRENT_STEP naming it, for the usage it records."""
+    async def _begin(self, ident: dict[str, Any], key: str) -> int:
+        """The step decision of both doors (`tidebase.begin_step`): the attempt to execute, with its `running` marker
+        committed; ManualReviewRequired when the database parked the interrupted step instead (committed too)."""
+        attempt = await self._write_one("start_step", {**ident}, "attempt", key)
+        if attempt is None:
+            raise ManualReviewRequired(
+                f"step {key!r} of run {self.run_id!r} was interrupted and may have had side effects; "
+                "release or skip it (tide.runs.release_step / skip_step)", run_id=self.run_id, step=key,
+            )
+        return int(attempt)
+
+    async def _call(self, fn: Callable[[], Any], key: str, contract: ResumeContract) -> Any:
+        """Runs a step function with CURRENT_STEP naming it, for the usage it records (and the step hook around it)."""
         current = CURRENT_STEP.set(key)
         try:
-            return await acall(fn)
+            if step_hook is not None:
+                step_hook("enter", self, key, contract, None)
+            value = await acall(fn)
         finally:
             CURRENT_STEP.reset(current)
+        if step_hook is not None:
+            step_hook("ran", self, key, contract, value)
+        return value
 
     async def _complete_step(self, ident: dict[str, Any], attempt: int, output: str) -> None:
         params = {**ident, "run_id": self.run_id, "token": self.token, "step_id": new_step_id(),
@@ -294,10 +315,12 @@ class AsyncRunContextCore:
 
     async def start_heartbeat(self, interval: float) -> None:
         """Renews the lease every `interval` seconds in the background until `stop_heartbeat()`."""
+        self._current_run = CURRENT_RUN.set(self)
         self._heartbeat = aspawn(lambda: self._beat(interval), f"tidebase-heartbeat-{self.run_id}")
 
     async def stop_heartbeat(self) -> None:
         """Stops the heartbeat and waits for it to end."""
+        CURRENT_RUN.reset(self._current_run)
         self._stop_heartbeat.set()
         if self._heartbeat is not None:
             await ajoin(self._heartbeat)

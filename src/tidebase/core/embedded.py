@@ -56,6 +56,8 @@ from typing import Any
 import platformdirs
 import psutil
 
+from tidebase.settings import Settings
+
 logger = logging.getLogger("tidebase.embedded")
 
 RUN_AS_WHEN_ROOT = "nobody"
@@ -90,7 +92,7 @@ class EmbeddedStatus:
 
 def data_dir() -> Path:
     """The home folder: TIDEBASE_HOME, else the per-user data folder, or /var/lib/tidebase when run as root."""
-    if home := os.environ.get("TIDEBASE_HOME"):
+    if home := Settings.from_env().home:
         return Path(home).expanduser().absolute()
     return ROOT_HOME if os.geteuid() == 0 else platformdirs.user_data_path("tidebase")
 
@@ -409,7 +411,7 @@ def _die_with(parent: int) -> None:
 
 def _watch(home: Path, lock_fd: int | None) -> int:
     """The watchdog: start postgres as its child, report readiness, then supervise it until it must stop."""
-    grace = float(os.environ.get("TIDEBASE_EMBEDDED_IDLE_SECONDS", "2"))
+    grace = Settings.from_env().embedded_idle_seconds
     ready_r, ready_w = os.pipe()
     if os.fork():  # this side is the launcher its caller waits for; the forked watchdog is detached from that caller
         os.close(ready_w)

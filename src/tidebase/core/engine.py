@@ -161,7 +161,9 @@ class Engine:
                 try:
                     error = _serde.encode(error_payload(exc), _serde.JsonSerializer(), limit=ERROR_LIMIT,
                                           what="error", run_id=ctx.run_id)
-                    db.fetchone("fail_run", {**ids, "error": error, "failure_class": None}, run_id=ctx.run_id)
+                    db.fetchone("fail_run", {**ids, "error": error, "failure_class": None,
+                                                    "max_auto_recoveries": self.settings.max_auto_recoveries},
+                                      run_id=ctx.run_id)
                 except Exception as record_exc:  # noqa: BLE001 - the workflow's own exception is what the caller must see
                     exc.add_note(f"tidebase: the failure could not be recorded: {record_exc!r}")
                 raise

@@ -106,11 +106,21 @@ class ResumeContract:
     `replay` defaults to `auto` when the step has no side effects (or only `read`s) or carries an idempotency key,
     and to `manual` otherwise: an unkeyed external write must not fire twice. A step needs a durable `started`
     marker before its function runs whenever it has side effects or a non-`auto` replay mode; a pure step needs none.
+    Both doors store it in one form (`as_json`): the library builds it from `run.step`'s arguments, the HTTP door
+    from a step's `options` (`from_options`).
     """
 
     side_effects: tuple[str, ...]
     idempotency_key: str | None
     replay: str
+    checkpoint_invariant: Any = None
+    verified_by: Any = None
+    credentials: tuple[Any, ...] = ()
+
+    @staticmethod
+    def default_replay(effects: tuple[str, ...], idempotency_key: str | None) -> str:
+        """`auto` for a step without side effects other than reads, or with an idempotency key; else `manual`."""
+        return "auto" if all(e == "read" for e in effects) or idempotency_key else "manual"
 
     @classmethod
     def build(cls, side_effects: Any, idempotency_key: str | None, replay: str | None) -> ResumeContract:
@@ -120,18 +130,47 @@ class ResumeContract:
         if idempotency_key is not None:
             check_name(idempotency_key, "idempotency key")
         if replay is None:
-            writes = [e for e in effects if e != "read"]
-            replay = "auto" if not writes or idempotency_key else "manual"
+            replay = cls.default_replay(effects, idempotency_key)
         elif replay not in REPLAY_MODES:
             raise InvalidArgument(f"replay must be one of {REPLAY_MODES}, not {replay!r}")
         return cls(effects, idempotency_key, replay)
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> ResumeContract:
+        """The contract of a step from its `options` as docs/http-api.md#failure-classification reads them; what does
+        not fit is ignored."""
+        raw = options.get("sideEffects")
+        if isinstance(raw, list):
+            effects = tuple(e for e in raw if isinstance(e, str) and e)
+        else:
+            legacy = options.get("sideEffect")
+            effects = (legacy,) if isinstance(legacy, str) and legacy and legacy != "none" else ()
+        key = options.get("idempotencyKey")
+        key = key if isinstance(key, str) and key else None
+        replay = options.get("replay")
+        if replay not in REPLAY_MODES:
+            replay = {"retry": "auto", "review": "manual", "fail": "never"}.get(str(options.get("onAmbiguousFailure")))
+        credentials = options.get("credentials")
+        return cls(effects, key, replay or cls.default_replay(effects, key), options.get("checkpointInvariant"),
+                   options.get("verifiedBy"), tuple(credentials) if isinstance(credentials, list) else ())
 
     @property
     def needs_marker(self) -> bool:
         return bool(self.side_effects) or self.replay != "auto"
 
     def as_json(self) -> dict[str, Any]:
-        return {"sideEffects": list(self.side_effects), "idempotencyKey": self.idempotency_key, "replay": self.replay}
+        """The stored form: the three keys every contract sets, and those of the other three wire fields that are
+        set (`tidebase.contract_document` gives the full resumeContract of docs/http-api.md#object-resume-contract
+        where one is shown)."""
+        stored: dict[str, Any] = {"sideEffects": list(self.side_effects), "idempotencyKey": self.idempotency_key,
+                                  "replay": self.replay}
+        if self.checkpoint_invariant is not None:
+            stored["checkpointInvariant"] = self.checkpoint_invariant
+        if self.verified_by is not None:
+            stored["verifiedBy"] = self.verified_by
+        if self.credentials:
+            stored["credentials"] = list(self.credentials)
+        return stored
 
     def as_text(self) -> str:
         """The stored JSON text; the pure default is a constant, so the hot path does not re-encode it."""
@@ -168,9 +207,15 @@ class StepPlan:
 def plan_step(checkpoint: dict[str, Any] | None, input_hash: str, *, run_id: str, key: str) -> StepPlan:
     """Decides a step call from the checkpoint loaded when the run started (None when there is none).
 
+    It answers only what that snapshot settles, without a round trip: a replay (the step is completed), and the
+    refusals of other input and of a parked step (steps 3, 4 and 7 of the decision procedure of `tidebase.begin_step`,
+    on rows only an operator can change under this holder's lease); the rest is decided in SQL, by `begin_step` for a
+    step with a marker and by the conditions of `tidebase.complete_step` for a pure one.
     Raises InputMismatch when the stored input hash differs (whatever the status), and ManualReviewRequired for a
     step an operator has not released yet. A `running` checkpoint was left by an earlier holder (this holder loaded
-    the checkpoints after taking the lease), so the step was interrupted: its stored contract decides.
+    the checkpoints after taking the lease), so the step was interrupted: its stored contract decides, and one that
+    forbids a blind re-run is PARK, which sends the step to the step decision both doors share (`tidebase.begin_step`,
+    sql/functions/40_steps.sql): it parks the step, or runs it when an operator released it meanwhile.
     """
     if checkpoint is None:
         return StepPlan(Action.EXECUTE, attempt=1)

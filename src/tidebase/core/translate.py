@@ -1,7 +1,7 @@
 """The one place where database errors become Tidebase errors.
 
 State transitions in SQL refuse with custom SQLSTATEs of class `TB` (listed in the header of
-`sql/migrations/0001_initial.sql`); this module maps them, and the driver's own errors, to the classes of
+`sql/migrations/0001_baseline.sql`); this module maps them, and the driver's own errors, to the classes of
 `tidebase.errors`, always chaining the original with `raise ... from`. It matches SQLSTATEs, never message text.
 It is a plain context manager, so the sync and the async code use the same one.
 """
@@ -21,19 +21,23 @@ from tidebase import errors
 from tidebase.core.owners import describe_holder
 
 _BY_SQLSTATE: dict[str, type[errors.TidebaseError]] = {
-    "TB001": errors.NotFound,
+    "TB001": errors.RunNotFound,
     "TB002": errors.LeaseHeld,
     "TB003": errors.LeaseLost,
     "TB004": errors.RunCancelled,
     "TB005": errors.InputMismatch,
     "TB006": errors.ManualReviewRequired,
     "TB007": errors.RunCompleted,
-    "TB008": errors.NotFound,
+    "TB008": errors.StepNotFound,
     "TB009": errors.Conflict,
-    "TB010": errors.NotFound,
-    "TB011": errors.NotFound,
+    "TB010": errors.StateNotFound,
+    "TB011": errors.GateNotFound,
     "TB012": errors.GateAlreadyResolved,
     "TB013": errors.ChildConflict,
+    "TB014": errors.StepCompleted,
+    "TB015": errors.StepNotInReview,
+    "40001": errors.TransactionAborted,  # serialization_failure
+    "40P01": errors.TransactionAborted,  # deadlock_detected
 }
 
 # A missing table or function in our schema means the database was never migrated, or is older than this code.
@@ -55,7 +59,8 @@ def translate_error(exc: psycopg.Error, **context: Any) -> errors.TidebaseError:
     if cls is errors.ChildConflict:
         return errors.ChildConflict(message, child_run_id=diag.message_detail, **context)
     if cls is errors.InputMismatch:
-        return errors.InputMismatch(message, kind=diag.message_detail, **context)
+        kind = diag.message_detail
+        return (errors.WorkflowMismatch if kind == "workflow" else errors.InputMismatch)(message, kind=kind, **context)
     if cls is not None:
         return cls(message, **context)
     if isinstance(exc, _SCHEMA_MISSING):

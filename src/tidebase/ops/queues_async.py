@@ -3,8 +3,8 @@
 
 An enqueued run is an ordinary run in status `queued` with a queue, a priority, the time it becomes available, a
 retry policy and an optional deadline and dedupe key; workers claim it (see `worker_async`). Every rule lives in SQL
-(migrations/0004_queues.sql): dedupe is a partial unique index, caps are counted under the queue's row lock. This
-module validates arguments, serialises and shapes results; it never decides which worker runs what.
+(sql/functions/90_queues_and_claims.sql): dedupe is a partial unique index, caps are counted under the queue's row
+lock. This module validates arguments, serialises and shapes results; it never decides which worker runs what.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ decided here too, as outbox rows.
 
 It runs inside every worker (and `tidebase serve`), but only one is active at a time: a tick first tries a session
 advisory lock and does nothing when another process holds it. Each transition is a short transaction in SQL (see
-migrations/0004_queues.sql) over a bounded batch found through a partial index, re-checked under the row lock, so a
+sql/functions/91_recovery.sql) over a bounded batch found through a partial index, re-checked under the row lock, so a
 tick costs the same on a million runs as on ten and a competing reconciler can never double-apply one. The tick does
 no network I/O while it holds the lock: webhook deliveries are made afterwards, by `tidebase.webhooks`.
 
@@ -77,7 +77,9 @@ class AsyncReconciler:
             logger.info("run %s: lease of %s expired; requeued (recovery %s)", rec["run_id"], rec["previous_owner"],
                         rec["id"], extra={"event": "run.recovered", "run_id": rec["run_id"],
                                           "previous_owner": rec["previous_owner"], "recovery_id": rec["id"]})
-        for row in await _all(conn, queries["recover_expired_webhooks"], {"limit": self.batch}):
+        for row in await _all(conn, queries["recover_expired_webhooks"],
+                              {"limit": self.batch,
+                               "max_auto_recoveries": self._engine.settings.max_auto_recoveries}):
             result.webhooks.append(row["id"])
         for row in await _all(conn, queries["cancel_overdue"], params):
             result.cancelled.append(row["id"])

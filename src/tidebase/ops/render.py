@@ -140,7 +140,7 @@ def public_version(row: Row) -> dict[str, Any]:
 
 def payload(type_: str, data: dict[str, Any], public_url: str) -> dict[str, Any]:
     """An event's payload in the public form of docs/http-api.md#event-types, from the stored one (which carries the
-    objects it reports, see migration 0005's events_objects). A payload stored without them is shown as stored."""
+    objects it reports, see sql/functions/96_event_objects.sql). A payload stored without them is shown as stored."""
     if type_ == "run.created":
         return {**data, "channels": data.get("channels", [])}
     if type_ in ("gate.created", "gate.resolved") and isinstance(data.get("gate"), dict):

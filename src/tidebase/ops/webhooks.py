@@ -1,8 +1,8 @@
 """Webhooks: delivery from the durable outbox, HMAC signing and verification, and a recovery handler.
 
 A delivery row is written by the transaction that appends the event it reports (deferred trigger `runs_webhooks`,
-see migrations/0004_queues.sql), so a webhook exists if and only if its event committed. The `Dispatcher` delivers them
-after commit from its own thread and connection: it claims due rows with SKIP LOCKED (pushing each a hold time into
+see sql/functions/95_webhooks.sql), so a webhook exists if and only if its event committed. The `Dispatcher` delivers
+them after commit from its own thread and connection: it claims due rows with SKIP LOCKED (pushing each a hold time into
 the future, so a dispatcher that dies mid-delivery leaves it to be retried), POSTs each body on a small thread pool
 with a bounded timeout, and records every attempt, win or lose, with exponential backoff up to the row's max
 attempts. A slow or dead endpoint therefore only ever occupies one delivery thread: it never blocks a writer, the

@@ -14,7 +14,6 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -114,17 +113,14 @@ def create_app(settings: Settings | None = None) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = resolve_dsn(cfg.database_url)
-        if cfg.max_auto_recoveries is not None:  # read by tidebase.max_auto_recoveries() in every session
-            options = conninfo_to_dict(dsn).get("options") or ""
-            dsn = make_conninfo(dsn, options=f"{options} -c tidebase.max_auto_recoveries={cfg.max_auto_recoveries}")
         timeouts = Timeouts(connect=cfg.connect_timeout_seconds, statement=cfg.statement_timeout_seconds)
         db = await AsyncDatabase.connect(dsn, min_size=1, max_size=cfg.server_pool_max_size, timeouts=timeouts)
         try:
             await ensure_schema(db.pool, auto_migrate=True)
             bell = sse.Doorbell(dsn, timeouts=timeouts)
             bell.start()
-            app.state.services = Services(AsyncWire(db, lease_ms=lease_ms), bell, public_url,
-                                          cfg.sse_keepalive_seconds)
+            wire = AsyncWire(db, lease_ms=lease_ms, max_auto_recoveries=cfg.max_auto_recoveries)
+            app.state.services = Services(wire, bell, public_url, cfg.sse_keepalive_seconds)
             try:
                 async with background(dsn, db.pool, cfg):
                     yield

@@ -12,7 +12,6 @@ from typing import Any
 
 from tidebase import errors as e
 from tidebase.core.translate import loggable_traceback
-from tidebase.server import http_engine as w
 
 log = logging.getLogger("tidebase.server")
 
@@ -43,25 +42,26 @@ def invalid(path: list[str | int], message: str) -> InvalidRequest:
 
 
 STATUS: dict[type[BaseException], tuple[int, str, str]] = {
-    w.RunNotFound: (404, "run_not_found", "run not found"),
-    w.StepNotFound: (404, "step_not_found", "step not found"),
-    w.GateNotFound: (404, "gate_not_found", "gate not found"),
-    w.StateNotFound: (404, "state_not_found", "run state not found"),
+    e.RunNotFound: (404, "run_not_found", "run not found"),
+    e.StepNotFound: (404, "step_not_found", "step not found"),
+    e.GateNotFound: (404, "gate_not_found", "gate not found"),
+    e.StateNotFound: (404, "state_not_found", "run state not found"),
     e.NotFound: (404, "run_not_found", "run not found"),
     e.RunCancelled: (409, "run_cancelled", "run is cancelled"),
     e.RunCompleted: (409, "run_completed", "run already completed"),
     e.LeaseHeld: (409, "run_leased", "run is leased"),
     e.LeaseLost: (409, "lease_lost", "lease lost"),
     e.ManualReviewRequired: (409, "step_needs_review", "step needs manual review"),
-    w.StepCompleted: (409, "step_completed", "step already completed with a different output"),
-    w.StepNotInReview: (409, "step_not_in_review", "step is not in manual review"),
+    e.StepCompleted: (409, "step_completed", "step already completed with a different output"),
+    e.StepNotInReview: (409, "step_not_in_review", "step is not in manual review"),
     e.GateAlreadyResolved: (409, "gate_resolved", "gate already resolved"),
     e.ChildConflict: (409, "child_conflict", "child exists with another workflow or input"),
-    w.WorkflowMismatch: (409, "workflow_mismatch", "run exists with another workflow"),
+    e.WorkflowMismatch: (409, "workflow_mismatch", "run exists with another workflow"),
     e.InputMismatch: (409, "input_mismatch", "run exists with another input"),
-    w.InvalidToken: (403, "invalid_token", "invalid resolve token"),
-    w.ScheduleNotFound: (404, "schedule_not_found", "schedule not found"),
-    w.NoRecoveryWebhook: (422, "no_recovery_webhook", "run has no recoveryWebhook configured"),
+    e.Conflict: (409, "conflict", "the run's state does not allow this"),
+    e.InvalidToken: (403, "invalid_token", "invalid resolve token"),
+    e.ScheduleNotFound: (404, "schedule_not_found", "schedule not found"),
+    e.NoRecoveryWebhook: (422, "no_recovery_webhook", "run has no recoveryWebhook configured"),
     e.PayloadError: (400, "invalid_request", "invalid request body"),
     e.InvalidArgument: (400, "invalid_request", "invalid request body"),
     e.DatabaseUnavailable: (503, "unavailable", "database unavailable"),

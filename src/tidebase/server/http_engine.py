@@ -1,8 +1,12 @@
-"""The engine operations of the HTTP protocol (wire-api.md) that the library API does not have.
+"""The engine operations of the HTTP protocol (docs/http-api.md), over the same SQL functions as the library.
 
-HTTP clients fence by lease *owner* (the `leaseOwner` they got from begin), where the library fences by token; the
-functions of `sql/migrations/0003_http.sql` turn one into the other under the run row lock, so both fence the same
-way on the same rows. This module only sequences statements and returns rows (dicts of columns); it makes no
+HTTP clients fence by lease *owner* (the `leaseOwner` they got from begin), where the library fences by token. The
+statements this module runs resolve the owner into the token of the lease it holds (`tidebase.token_of`, in
+`sql/functions/99_http_door.sql`) and then call the functions the library calls: create and acquire, the step
+decision, step completion and failure, state, gates, children, run completion and failure. A run begun through
+either door is therefore fenced, decided and recorded the same way, and either door can resume what the other began.
+The step's resume contract (`ResumeContract.from_options`) and its channels (`tidebase.channel_entries`) are encoded
+the library's way too. This module only sequences statements and returns rows (dicts of columns); it makes no
 decision a concurrent writer could invalidate, and it knows nothing of HTTP (the server renders the rows).
 """
 
@@ -17,85 +21,27 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from psycopg.types.numeric import Int8
 
 from tidebase.core import serde as _serde
+from tidebase.core.channels import webhooks_param
 from tidebase.core.db_async import AsyncDatabase, Params, Row
+from tidebase.core.rules import ResumeContract
 from tidebase.errors import (
-    Conflict,
     DatabaseUnavailable,
-    Forbidden,
     GateAlreadyResolved,
-    InputMismatch,
-    NotFound,
+    GateNotFound,
+    InvalidToken,
+    NoRecoveryWebhook,
     RunCancelled,
-    TidebaseError,
+    RunNotFound,
+    ScheduleNotFound,
+    StepNotFound,
+    TransactionAborted,
 )
 
 _JSON = _serde.JsonSerializer()
-
-
-class RunNotFound(NotFound):
-    """run not found"""
-
-
-class StepNotFound(NotFound):
-    """step not found"""
-
-
-class GateNotFound(NotFound):
-    """gate not found"""
-
-
-class StateNotFound(NotFound):
-    """run state not found"""
-
-
-class WorkflowMismatch(InputMismatch):
-    """the run exists with another workflow"""
-
-
-class StepCompleted(Conflict):
-    """step already completed with a different output"""
-
-
-class StepNotInReview(Conflict):
-    """step is not in manual review"""
-
-
-class InvalidToken(Forbidden):
-    """invalid resolve token"""
-
-
-class ScheduleNotFound(NotFound):
-    """schedule not found"""
-
-
-class NoRecoveryWebhook(Conflict):
-    """run has no recoveryWebhook configured"""
-
-
-_REFINED: dict[str, type[TidebaseError]] = {
-    "TB001": RunNotFound, "TB008": StepNotFound, "TB010": StateNotFound, "TB011": GateNotFound,
-    "TB014": StepCompleted, "TB015": StepNotInReview,
-}
-
-
-def _refine(exc: TidebaseError) -> TidebaseError:
-    """The precise error for a translated one, by the SQLSTATE of the driver error it chains."""
-    cause = exc.__cause__
-    state = cause.sqlstate if isinstance(cause, psycopg.Error) else None
-    if state == "TB005" and getattr(exc, "kind", None) == "workflow":
-        return WorkflowMismatch(str(exc), **exc.context)
-    cls = _REFINED.get(state or "")
-    if cls is None:
-        return exc
-    return cls(str(exc), **exc.context)
-
-
-RETRIES = 3
-_RETRYABLE = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+RETRIES = 3  # tries of a statement the database aborted for a conflict with a concurrent one
 
 
 def dumps(value: Any) -> str:
@@ -104,46 +50,15 @@ def dumps(value: Any) -> str:
 
 
 def input_hash(value: Any) -> str:
-    """The wire §7.5 hash of a run or child input (absent or null counts as `{}`)."""
+    """The input hash (docs/http-api.md#input-hash) of a run or child input (absent or null counts as `{}`)."""
     return _serde.canonical_hash({} if value is None else value, _JSON)
 
 
 def resume_contract(options: dict[str, Any]) -> dict[str, Any]:
-    """The resume contract of a step from its `options` (wire §7.6)."""
-    raw = options.get("sideEffects")
-    if isinstance(raw, list):
-        effects = [e for e in raw if isinstance(e, str) and e]
-    else:
-        legacy = options.get("sideEffect")
-        effects = [legacy] if isinstance(legacy, str) and legacy and legacy != "none" else []
-    key = options.get("idempotencyKey")
-    key = key if isinstance(key, str) and key else None
-    replay = options.get("replay")
-    if replay not in ("auto", "manual", "never"):
-        replay = {"retry": "auto", "review": "manual", "fail": "never"}.get(str(options.get("onAmbiguousFailure")))
-    if replay is None:
-        replay = "auto" if all(e == "read" for e in effects) or key else "manual"
-    credentials = options.get("credentials")
-    return {
-        "sideEffects": effects, "idempotencyKey": key, "replay": replay,
-        "checkpointInvariant": options.get("checkpointInvariant"), "verifiedBy": options.get("verifiedBy"),
-        "credentials": credentials if isinstance(credentials, list) else [],
-    }
-
-
-def webhooks_param(channels: list[dict[str, Any]] | None) -> str:
-    """The `webhooks` column for channel specs {type, url, secret?, events?} (validated by the caller). `events` is
-    kept as sent; an empty or absent list means every delivered type of wire §6.2, which `only` spells out for
-    tidebase.queue_webhooks."""
-    hooks = [{"id": "chan_" + secrets.token_hex(16), "kind": "channel", "type": "webhook", "url": c["url"],
-              "events": list(c.get("events") or []),
-              **({} if c.get("events") else {"only": list(DELIVERED_TYPES)}),
-              **({"secret": c["secret"]} if c.get("secret") else {})} for c in channels or []]
-    return dumps(hooks)
-
-
-DELIVERED_TYPES = ("run.completed", "run.failed", "run.cancelled", "step.failed", "state.updated", "usage.recorded",
-                   "gate.created", "gate.resolved")
+    """The resume contract of a step from its `options` (docs/http-api.md#failure-classification), in the form the
+    library stores too (shown with every field of docs/http-api.md#object-resume-contract by `render.contract` and,
+    in events, by `tidebase.contract_document`)."""
+    return ResumeContract.from_options(options).as_json()
 
 
 def _bigint(value: Any) -> Any:
@@ -173,11 +88,13 @@ class RunDetail:
 
 
 class AsyncWire:
-    """The HTTP protocol's operations over one database. `lease_ms` is the lease length `L` of runs begun here."""
+    """The HTTP protocol's operations over one database. `lease_ms` is the lease length `L` of runs begun here;
+    `max_auto_recoveries` caps the automatic recovery webhooks of a run that fails here."""
 
-    def __init__(self, db: AsyncDatabase, *, lease_ms: int = 60000) -> None:
+    def __init__(self, db: AsyncDatabase, *, lease_ms: int = 60000, max_auto_recoveries: int = 10) -> None:
         self.db = db
         self.lease_ms = lease_ms
+        self.max_auto_recoveries = max_auto_recoveries
 
     async def _one(self, name: str, params: Params) -> Row:
         rows = await self._all(name, params)
@@ -190,23 +107,13 @@ class AsyncWire:
         for attempt in range(1, RETRIES + 1):
             try:
                 return await self.db.fetchall(name, params, run_id=params.get("run_id"))
-            except TidebaseError as exc:
-                cause = exc.__cause__
-                if isinstance(cause, psycopg.Error) and cause.sqlstate in _RETRYABLE:
-                    if attempt < RETRIES:
-                        continue
+            except TransactionAborted as exc:
+                if attempt == RETRIES:
                     raise DatabaseUnavailable(f"database busy: {exc}") from exc
-                refined = _refine(exc)
-                if refined is exc:
-                    raise
-                raise refined from exc
         raise AssertionError("unreachable")
 
     async def _snapshot(self, calls: Sequence[tuple[str, Params]]) -> list[list[Row]]:
-        try:
-            return await self.db.snapshot(calls)
-        except TidebaseError as exc:
-            raise _refine(exc) from exc
+        return await self.db.snapshot(calls)
 
     # Runs ----------------------------------------------------------------------------------------------------------
 
@@ -260,7 +167,8 @@ class AsyncWire:
 
     async def fail(self, run_id: str, owner: str | None, error: Any, failure_class: str | None) -> Row:
         return await self._one("http_fail_run", {"run_id": run_id, "owner": owner, "error": dumps(error),
-                                                 "failure_class": failure_class})
+                                                 "failure_class": failure_class,
+                                                 "max_auto_recoveries": self.max_auto_recoveries})
 
     async def cancel(self, run_id: str, reason: str | None, actor: str | None) -> Row:
         return await self._one("cancel_run", {"run_id": run_id, "reason": reason, "actor": actor})
@@ -469,6 +377,13 @@ class AsyncWire:
         return value
 
     # Events and health ---------------------------------------------------------------------------------------------
+
+    async def append_event(self, run_id: str, owner: str | None, type_: str, payload: Any) -> int:
+        """Appends a custom event under the owner's lease (tidebase.append_event, as the library's run.emit); returns
+        its seq. No route of docs/http-api.md serves it yet: it is the door's half of the library's custom events."""
+        row = await self._one("http_append_event", {"run_id": run_id, "owner": owner, "type": type_,
+                                                    "payload": dumps({} if payload is None else payload)})
+        return int(row["seq"])
 
     async def events_after(self, run_id: str, after: int, limit: int = 500) -> list[Row]:
         return await self._all("events_after", {"run_id": run_id, "after": after, "limit": limit})

@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tidebase.errors import StepNotFound
 from tidebase.ops import render
 from tidebase.server.common import answer, body, path, query, services
 from tidebase.server.errors import invalid
-from tidebase.server.http_engine import StepNotFound
 from tidebase.server.schemas import Field, check
 
 

@@ -1,10 +1,12 @@
-"""The only place that holds SQL text: named queries and numbered migrations.
+"""The only place that holds SQL text: named queries, numbered migrations and the function files.
 
 `queries.sql` (the library's statements) and `queries_<area>.sql` (those of one area, e.g. the HTTP protocol or the
 queues) are sequences of blocks, each opened by a `-- name: <name>` line and a one-line description comment;
 `load_queries()` turns them into one `dict[str, LiteralString]` (names are unique across files) so Python code refers
-to statements by name and never builds SQL from strings. Migrations are `migrations/NNNN_description.sql`, applied
-in order by `tidebase.migrate`.
+to statements by name and never builds SQL from strings. Migrations are `migrations/NNNN_description.sql` (tables,
+columns, indexes), applied once each, in order. Function files are `functions/NN_concern.sql` (every function and
+trigger, `CREATE OR REPLACE`), re-applied whenever their checksum changes; `functions_checksum()` is the one value
+that says whether a database has this package's functions. Both are applied by `tidebase.core.migrate`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import LiteralString, cast
 _BLOCK = re.compile(r"^-- name: (?P<name>[a-z_0-9]+)\s*$", re.MULTILINE)
 _QUERY_FILE = re.compile(r"^queries(_[a-z]+)?\.sql$")
 _MIGRATION = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+_FUNCTION_FILE = re.compile(r"^\d{2}_[a-z0-9_]+\.sql$")
 
 
 @functools.cache
@@ -35,6 +38,10 @@ def load_queries() -> dict[str, LiteralString]:
                 raise ValueError(f"duplicate query name {name!r} in {file}")
             queries[name] = cast(LiteralString, body.strip())
     return queries
+
+
+def _checksum(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ def migrations() -> tuple[Migration, ...]:
                 version=int(match["version"]),
                 name=match["name"],
                 sql=sql,  # our own package file, never user input
-                checksum=hashlib.sha256(sql.encode("utf-8")).hexdigest(),
+                checksum=_checksum(sql),
             )
         )
     found.sort(key=lambda m: m.version)
@@ -70,3 +77,32 @@ def migrations() -> tuple[Migration, ...]:
     if versions != list(range(1, len(found) + 1)):
         raise ValueError(f"migration versions must be 1..N without gaps, found {versions}")
     return tuple(found)
+
+
+@dataclass(frozen=True)
+class FunctionFile:
+    """One file of `functions/`: its name (e.g. `40_steps.sql`), text and checksum."""
+
+    name: str
+    sql: LiteralString
+    checksum: str
+
+
+@functools.cache
+def function_files() -> tuple[FunctionFile, ...]:
+    """Every function file shipped with this package, by name."""
+    folder = resources.files(__package__).joinpath("functions")
+    found = []
+    for entry in folder.iterdir():
+        if _FUNCTION_FILE.match(entry.name):
+            sql = entry.read_text("utf-8")
+            found.append(FunctionFile(entry.name, sql, _checksum(sql)))
+    found.sort(key=lambda f: f.name)
+    return tuple(found)
+
+
+def functions_checksum(files: tuple[FunctionFile, ...] | None = None) -> str:
+    """One checksum over the (name, checksum) pairs of the function files: the value the `schema_state` statement
+    computes from the ledger `tidebase.schema_functions`, so one comparison says whether a database is current."""
+    chosen = function_files() if files is None else files
+    return _checksum("".join(f"{f.name} {f.checksum}\n" for f in sorted(chosen, key=lambda f: f.name)))

@@ -1,10 +1,11 @@
 -- Every statement the library runs, by name. Parameters are %(name)s placeholders.
--- State transitions live in the functions of migrations/; these statements call them or read.
+-- State transitions live in the functions of functions/*.sql; these statements call them or read.
 
 -- name: create_run
 -- Create the run if missing (appending run.created), else return it; TB005 on another workflow or input.
-SELECT * FROM tidebase.create_run(%(run_id)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, %(check_input)s,
-                                  %(metadata)s::jsonb, %(parent_id)s, %(lease_ms)s)
+SELECT (c.run).*, c.created
+  FROM tidebase.create_run(%(run_id)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, %(check_input)s,
+                           %(metadata)s::jsonb, %(parent_id)s, %(lease_ms)s) AS c
 
 -- name: acquire_run
 -- Take the run lease for an owner: new fencing token, attempt + 1; TB002 while another owner's lease is live,
@@ -22,56 +23,33 @@ SELECT key, status, input_hash, output, contract, attempt,
  WHERE run_id = %(run_id)s
 
 -- name: complete_step
--- The executed-step hot path: advance the run's event counter under the fencing token (row lock), upsert the step as
--- completed, append step.completed and ring the doorbell, in one statement and one transaction. No row back means the
--- fence refused: the caller asks tidebase.refuse() why. A step that cannot be completed raises inside the statement
--- (tidebase.step_conflict), which rolls the counter back too, so the event log never gets a gap.
-WITH n AS MATERIALIZED (
-    SELECT tidebase.now() AS t
-), f AS (
-    UPDATE tidebase.runs
-       SET event_seq = event_seq + 1,
-           updated_at = n.t,
-           lease_expires_at = CASE WHEN lease_expires_at > n.t THEN n.t + lease_ms * interval '1 millisecond'
-                                   ELSE lease_expires_at END
-      FROM n
-     WHERE id = %(run_id)s AND fencing_token = %(token)s AND status = 'running'
-    RETURNING event_seq AS seq
-), s AS (
-    INSERT INTO tidebase.steps AS t (run_id, key, id, name, occurrence, input_hash, contract, status, output,
-                                     attempt, started_at, completed_at, updated_at)
-    SELECT %(run_id)s, %(key)s, %(step_id)s, %(name)s, %(occurrence)s, %(input_hash)s, %(contract)s::jsonb,
-           'completed', %(output)s::jsonb, %(attempt)s, n.t, n.t, n.t
-      FROM f, n
-    ON CONFLICT (run_id, key) DO UPDATE
-       SET status = 'completed', output = excluded.output, error = NULL, attempt = excluded.attempt,
-           lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-           completed_at = excluded.completed_at, updated_at = excluded.completed_at
-     WHERE t.status NOT IN ('completed', 'manual_review') AND t.input_hash = excluded.input_hash
-    RETURNING t.id
-), e AS (
-    INSERT INTO tidebase.events (run_id, seq, type, payload, created_at)
-    SELECT %(run_id)s, f.seq, 'step.completed',
-           jsonb_build_object('stepId', s.id, 'name', %(key)s::text, 'attempt', %(attempt)s::integer), n.t
-      FROM f, s, n
-)
-SELECT coalesce(s.id, tidebase.step_conflict(%(run_id)s, %(key)s, %(input_hash)s)) AS step_id,
-       tidebase.ring(%(run_id)s)
-  FROM f LEFT JOIN s ON true
+-- The executed-step hot path, one round trip: the fence (which also reserves the event's seq), the conditional upsert
+-- of the completed step and step.completed, in one transaction (tidebase.complete_step). A refusal raises.
+SELECT tidebase.complete_step(%(run_id)s, %(token)s, %(key)s, %(step_id)s, %(name)s, %(occurrence)s, %(input_hash)s,
+                              %(contract)s::jsonb, %(output)s::jsonb, %(attempt)s, false) AS step_id
 
 -- name: refuse
 -- Raise the reason a fenced write matched no row: TB001 not found, TB004 cancelled, TB007 completed, TB003 lease lost.
 SELECT tidebase.refuse(%(run_id)s, %(token)s)
 
 -- name: start_step
--- Commit a step's durable running marker before its function runs; returns the attempt number.
-SELECT tidebase.start_step(%(run_id)s, %(token)s, %(key)s, %(name)s, %(occurrence)s, %(input_hash)s,
-                           %(contract)s::jsonb) AS attempt
+-- The step decision (tidebase.begin_step) for a step that needs a durable running marker, or that was found
+-- interrupted: the attempt number when it may execute (the marker is committed), null when it was parked for review
+-- (committed); every other decision raises (tidebase.marker_attempt). The step's options are the wire's keys of its
+-- resume contract (what an HTTP client would have sent).
+SELECT tidebase.marker_attempt(b.action, b.step, %(run_id)s, %(key)s) AS attempt
+  FROM (SELECT %(contract)s::jsonb AS c) contract,
+       tidebase.begin_step(%(run_id)s, %(token)s, %(key)s, %(name)s, %(occurrence)s, %(input_hash)s, NULL,
+                           jsonb_build_object('sideEffects', c -> 'sideEffects', 'idempotencyKey',
+                                              c -> 'idempotencyKey', 'replay', c -> 'replay'), c) AS b
 
 -- name: fail_step
--- Record a failed attempt with its classification (failed_retryable, failed, manual_review) and decision.
-SELECT tidebase.fail_step(%(run_id)s, %(token)s, %(key)s, %(name)s, %(occurrence)s, %(input_hash)s,
-                          %(contract)s::jsonb, %(attempt)s, %(status)s, %(decision)s, %(error)s::jsonb) AS step_id
+-- Record a failed attempt with its classification: `status` failed_retryable is a retryable failure, `decision` the
+-- resume decision (tidebase.fail_step derives the stored status from both, docs/http-api.md#failure-classification).
+SELECT id AS step_id
+  FROM tidebase.fail_step(%(run_id)s, %(token)s, %(key)s, %(name)s, %(occurrence)s, %(input_hash)s,
+                          %(contract)s::jsonb, %(attempt)s, %(status)s = 'failed_retryable', %(decision)s,
+                          %(error)s::jsonb, false)
 
 -- name: review_step
 -- Operator release (re-run allowed) or skip (complete with a given output) of a parked step.
@@ -83,15 +61,16 @@ SELECT * FROM tidebase.complete_run(%(run_id)s, %(token)s, %(result)s::jsonb)
 
 -- name: fail_run
 -- Fail the run under the holder's token (manual_review when a step is parked) and clear the lease.
-SELECT * FROM tidebase.fail_run(%(run_id)s, %(token)s, %(error)s::jsonb, %(failure_class)s)
+SELECT * FROM tidebase.fail_run(%(run_id)s, %(token)s, %(error)s::jsonb, %(failure_class)s,
+                                %(max_auto_recoveries)s)
 
 -- name: cancel_run
 -- Cancel a non-terminal run; idempotent; TB007 for a completed run.
 SELECT * FROM tidebase.cancel_run(%(run_id)s, %(reason)s, %(actor)s)
 
 -- name: renew_lease
--- Extend a live lease held under the token; never revives an expired one.
-SELECT tidebase.renew_lease(%(run_id)s, %(token)s) AS expires_at
+-- Extend a live lease held under the token (and its holder's step leases); never revives an expired one.
+SELECT lease_expires_at AS expires_at FROM tidebase.renew_lease(%(run_id)s, %(token)s)
 
 -- name: append_event
 -- Append one event of a caller-defined type under the token.
@@ -184,6 +163,16 @@ SELECT * FROM tidebase.runs
  ORDER BY created_at DESC, id DESC
  LIMIT %(limit)s
 
+-- name: schema_state
+-- The applied schema version, the name of migration 1 (the baseline) and one checksum of the applied function files
+-- (tidebase.sql.functions_checksum computes the expected one): the one round trip that tells a current database.
+-- UndefinedTable when either ledger is missing.
+SELECT (SELECT max(version) FROM tidebase.schema_migrations) AS version,
+       (SELECT name FROM tidebase.schema_migrations WHERE version = 1) AS baseline,
+       (SELECT encode(sha256(convert_to(coalesce(string_agg(name || ' ' || checksum || E'\n', ''
+                                                            ORDER BY name COLLATE "C"), ''), 'UTF8')), 'hex')
+          FROM tidebase.schema_functions) AS functions
+
 -- name: schema_version
 -- The highest applied migration, or nothing when the schema was never installed.
 SELECT max(version) AS version FROM tidebase.schema_migrations
@@ -198,6 +187,14 @@ CREATE TABLE IF NOT EXISTS tidebase.schema_migrations (
     applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 )
 
+-- name: bootstrap_functions
+-- The ledger of applied function files, created idempotently under the migration lock.
+CREATE TABLE IF NOT EXISTS tidebase.schema_functions (
+    name        text PRIMARY KEY,
+    checksum    text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+
 -- name: applied_migrations
 -- Applied migrations with their checksums.
 SELECT version, name, checksum FROM tidebase.schema_migrations ORDER BY version
@@ -205,6 +202,24 @@ SELECT version, name, checksum FROM tidebase.schema_migrations ORDER BY version
 -- name: record_migration
 -- Record one applied migration, in the transaction that applied it.
 INSERT INTO tidebase.schema_migrations (version, name, checksum) VALUES (%(version)s, %(name)s, %(checksum)s)
+
+-- name: applied_functions
+-- Applied function files with their checksums.
+SELECT name, checksum FROM tidebase.schema_functions ORDER BY name
+
+-- name: functions_unchecked
+-- Let the function file of this transaction be created in any order: bodies are checked when first run.
+SET LOCAL check_function_bodies = off
+
+-- name: record_function
+-- Record the checksum of one applied function file, in the transaction that applied it.
+INSERT INTO tidebase.schema_functions (name, checksum) VALUES (%(name)s, %(checksum)s)
+ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = clock_timestamp()
+
+-- name: forget_functions
+-- Forget the ledger rows of function files this package no longer ships (their functions are dropped by the file
+-- or migration that removed them).
+DELETE FROM tidebase.schema_functions WHERE name <> ALL (%(names)s::text[])
 
 -- name: migration_lock
 -- Take the session advisory lock that serializes migration runners (waits up to lock_timeout).
@@ -232,10 +247,10 @@ SET TRANSACTION ISOLATION LEVEL REPEATABLE READ
 
 -- name: begin_gate
 -- Open the gate (run, name) once, or return the existing one; `created` says which. A creation queues the
--- gate.created deliveries that carry the resolve token.
+-- gate.created deliveries that carry the resolve token. `channels` are channel specs; `token` null is unfenced.
 SELECT (b.gate).*, b.created
-  FROM tidebase.begin_gate_v2(%(run_id)s, %(token)s, %(name)s, %(gate_id)s, %(prompt)s, %(data)s::jsonb,
-                              %(token_hash)s, %(capability)s::jsonb, %(channels)s::jsonb, %(resolve_token)s) AS b
+  FROM tidebase.begin_gate(%(run_id)s, %(token)s, %(name)s, %(gate_id)s, %(prompt)s, %(data)s::jsonb,
+                           %(token_hash)s, %(capability)s::jsonb, %(channels)s::jsonb, %(resolve_token)s) AS b
 
 -- name: resolve_gate
 -- Resolve a pending gate exactly once; TB012 (with the winning decision) for every later resolver.

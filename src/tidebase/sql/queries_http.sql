@@ -1,33 +1,35 @@
--- The statements of the HTTP protocol (`tidebase serve`, src/tidebase/wire_async.py). Parameters are %(name)s.
--- Decisions live in the functions of migrations/0003_http.sql; these statements call them or read.
+-- The statements of the HTTP protocol (`tidebase serve`, src/tidebase/server/http_engine.py). Parameters are
+-- %(name)s. They call the functions the library calls, with the token of the caller's lease owner
+-- (tidebase.token_of), or the door functions of functions/99_http_door.sql; the rest read.
 
 -- name: http_create_run
--- Create the run, or return it when it exists with the same workflow and input; TB005 otherwise.
+-- Create the run with its channels, or return it when it exists with the same workflow and input; TB005 otherwise.
 SELECT (c.run).*, c.created
-  FROM tidebase.http_create_run(%(run_id)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, %(metadata)s::jsonb,
-                                %(lease_ms)s, %(webhooks)s::jsonb, %(recovery_webhook)s) AS c
+  FROM tidebase.create_run(%(run_id)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, true, %(metadata)s::jsonb,
+                           NULL, %(lease_ms)s, %(webhooks)s::jsonb, %(recovery_webhook)s) AS c
 
 -- name: http_heartbeat
 -- Extend the live lease of the holder and its running step leases.
-SELECT * FROM tidebase.http_heartbeat(%(run_id)s, %(owner)s)
+SELECT * FROM tidebase.renew_lease(%(run_id)s, tidebase.token_of(%(run_id)s, %(owner)s))
 
 -- name: http_complete_run
--- Complete the run (fenced by owner when one is given).
-SELECT * FROM tidebase.http_complete_run(%(run_id)s, %(owner)s, %(result)s::jsonb)
+-- Complete the run under the owner's token (any caller of a running run when no owner is given).
+SELECT * FROM tidebase.complete_run(%(run_id)s, tidebase.token_of(%(run_id)s, %(owner)s, true), %(result)s::jsonb)
 
 -- name: http_fail_run
--- Fail the run (fenced by owner when one is given).
-SELECT * FROM tidebase.http_fail_run(%(run_id)s, %(owner)s, %(error)s::jsonb, %(failure_class)s)
+-- Fail the run under the owner's token (any caller of a running run when no owner is given).
+SELECT * FROM tidebase.fail_run(%(run_id)s, tidebase.token_of(%(run_id)s, %(owner)s, true), %(error)s::jsonb,
+                                %(failure_class)s, %(max_auto_recoveries)s)
 
 -- name: http_begin
 -- Take the run lease for an HTTP client: an overdue run is cancelled first (TB004 then).
 SELECT * FROM tidebase.http_begin(%(run_id)s, %(owner)s, %(lease_ms)s)
 
 -- name: http_begin_step
--- The steps/begin decision procedure, after the deadline check; returns the action and the step.
+-- The steps/begin decision procedure (tidebase.begin_step), after the deadline check; returns the action and the step.
 SELECT b.action, (b.step).*
-  FROM tidebase.http_begin_step_checked(%(run_id)s, %(owner)s, %(name)s, %(input_hash)s, %(input)s::jsonb,
-                                        %(options)s::jsonb, %(contract)s::jsonb) AS b
+  FROM tidebase.http_begin_step(%(run_id)s, %(owner)s, %(name)s, %(input_hash)s, %(input)s::jsonb,
+                                %(options)s::jsonb, %(contract)s::jsonb) AS b
 
 -- name: http_complete_step
 -- Complete a step by id under the caller's leases.
@@ -37,6 +39,10 @@ SELECT * FROM tidebase.http_complete_step(%(run_id)s, %(step_id)s, %(owner)s, %(
 -- Fail a step by id under the caller's leases, classified in SQL.
 SELECT * FROM tidebase.http_fail_step(%(run_id)s, %(step_id)s, %(owner)s, %(error)s::jsonb, %(retryable)s,
                                       %(decision)s)
+
+-- name: http_append_event
+-- Append a custom event under the owner's token (the door's run.emit).
+SELECT tidebase.append_event(%(run_id)s, tidebase.token_of(%(run_id)s, %(owner)s), %(type)s, %(payload)s::jsonb) AS seq
 
 -- name: http_review_step
 -- Operator review of a parked step by id.
@@ -123,8 +129,9 @@ SELECT * FROM tidebase.steps WHERE run_id = %(run_id)s AND id = %(step_id)s
 SELECT * FROM tidebase.steps WHERE run_id = %(run_id)s AND key = %(name)s
 
 -- name: http_create_child
--- Create the child of (parent, edge name) once with the caller's metadata, or return it; TB013 on a conflict.
+-- Create the child of (parent, edge name) once with the caller's metadata and channels, or return it (unfenced: a
+-- terminal parent refuses); TB013 on a conflict.
 SELECT (c.child).*, row_to_json(c.edge)::jsonb AS edge, c.created
-  FROM tidebase.http_create_child(%(parent_id)s, %(edge_name)s, %(edge_type)s, %(edge_metadata)s::jsonb,
-                                  %(child_id)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, %(lease_ms)s,
-                                  %(metadata)s::jsonb, %(webhooks)s::jsonb, %(recovery_webhook)s) AS c
+  FROM tidebase.create_child(%(parent_id)s, NULL, %(edge_name)s, %(edge_type)s, %(edge_metadata)s::jsonb,
+                             %(child_id)s, %(workflow)s, %(input)s::jsonb, %(input_hash)s, %(lease_ms)s,
+                             %(metadata)s::jsonb, %(webhooks)s::jsonb, %(recovery_webhook)s) AS c

@@ -1,5 +1,6 @@
 -- Statements of queues, workers, the reconciler, schedules and the webhook outbox. Parameters are %(name)s
--- placeholders; the transitions themselves are functions of migrations/0004_queues.sql.
+-- placeholders; the transitions themselves are functions of functions/90_queues_and_claims.sql, 91_recovery.sql,
+-- 92_schedules.sql and 95_webhooks.sql.
 
 -- name: enqueue_run
 -- Create a queued run, or return the active duplicate of (queue, dedupe key) or the run with this id. It becomes
@@ -65,7 +66,7 @@ SELECT * FROM tidebase.recover_expired(%(actor)s, %(limit)s)
 
 -- name: recover_expired_webhooks
 -- Schedule lease_expired recovery webhooks for runs off any queue whose lease expired (automatic policy).
-SELECT id FROM tidebase.recover_expired_webhooks(%(limit)s) AS id
+SELECT id FROM tidebase.recover_expired_webhooks(%(limit)s, %(max_auto_recoveries)s) AS id
 
 -- name: dispatch_push
 -- Offer ready runs of queues with an invoke URL to the application by run.invoke webhooks.

@@ -1,0 +1,110 @@
+-- The fence (I3, I9) and the event counter (I4): the two rules every write of a run goes through.
+--
+-- *The counter.* tidebase.next_seq is the only statement in the schema that advances runs.event_seq. It updates the
+-- run row, so it takes the row lock (or reuses the one the transaction already holds) and keeps it until commit:
+-- writers of one run serialize on it, each transaction's events get consecutive seqs and commit in seq order, and a
+-- rolled-back transaction gives its seqs back with everything else. The log is gap-free and ordered (I4).
+--
+-- *The fence.* tidebase.admits is the only statement of who may write to a run: the holder of the run's current
+-- fencing token while the run is running (I3), or, with no token, any writer while the run is neither cancelled nor
+-- completed (I9; operators and the HTTP routes that carry no lease). tidebase.fence(run, token, n) is the entry point
+-- of every write that must pass it: one conditional update of the run row that checks the writer, renews the holder's
+-- live lease, and reserves n seqs, in that single statement (the per-step hot path can afford one statement, not
+-- two). When it matches no row, tidebase.refuse explains why, by raising. Writers that checked the run themselves
+-- under its lock (lease acquisition, cancellation, recovery) or that any run accepts (usage, recovery records) reserve
+-- their seqs with tidebase.next_seq directly.
+
+-- Whether a write under p_token may go ahead on a run with status p_status and current token p_current. Inlined
+-- into the statements that use it.
+CREATE OR REPLACE FUNCTION tidebase.admits(p_status text, p_current bigint, p_token bigint) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_token IS NULL THEN p_status NOT IN ('cancelled', 'completed')
+                ELSE p_status = 'running' AND p_current = p_token END
+$$;
+
+-- Raises the reason a fenced write was refused: TB001 unknown run; TB003 when p_token is not the run's current token
+-- (whatever the run's status, so a zombie always learns first that it lost the lease); TB004 cancelled; TB007
+-- completed; TB003 otherwise (the run is not running under that token). Called only on the unhappy path.
+CREATE OR REPLACE FUNCTION tidebase.refuse(p_run_id text, p_token bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r tidebase.runs%ROWTYPE;
+BEGIN
+    SELECT * INTO r FROM tidebase.runs WHERE id = p_run_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % not found', p_run_id USING ERRCODE = 'TB001';
+    ELSIF p_token IS NOT NULL AND p_token <> r.fencing_token THEN
+        RAISE EXCEPTION 'lease on run % lost: token % is not the current token (%)', p_run_id, p_token,
+            r.fencing_token USING ERRCODE = 'TB003';
+    ELSIF r.status = 'cancelled' THEN
+        RAISE EXCEPTION 'run % is cancelled', p_run_id USING ERRCODE = 'TB004',
+            DETAIL = coalesce(r.cancel_reason, '');
+    ELSIF r.status = 'completed' THEN
+        RAISE EXCEPTION 'run % is already completed', p_run_id USING ERRCODE = 'TB007';
+    ELSE
+        RAISE EXCEPTION 'lease on run % lost: token % is not the current holder''s (status %, token %)',
+            p_run_id, p_token, r.status, r.fencing_token USING ERRCODE = 'TB003';
+    END IF;
+END
+$$;
+
+-- Reserves p_events seqs of run p_run_id for the calling transaction and returns the first (with p_events = 0, only
+-- takes the row lock), and rings the doorbell. With p_fenced, the write must pass tidebase.admits for p_token and a
+-- holder's live lease is renewed (the fence: call it as tidebase.fence); otherwise any existing run is admitted.
+CREATE OR REPLACE FUNCTION tidebase.next_seq(
+    p_run_id text, p_events integer DEFAULT 1, p_fenced boolean DEFAULT false, p_token bigint DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := tidebase.now();
+    v_seq bigint;
+BEGIN
+    UPDATE tidebase.runs
+       SET event_seq = event_seq + p_events,
+           updated_at = v_now,
+           lease_expires_at = CASE WHEN p_fenced AND p_token IS NOT NULL AND lease_expires_at > v_now
+                                   THEN v_now + lease_ms * interval '1 millisecond'
+                                   ELSE lease_expires_at END  -- a live lease is renewed, an expired one never
+     WHERE id = p_run_id AND (NOT p_fenced OR tidebase.admits(status, fencing_token, p_token))
+    RETURNING event_seq INTO v_seq;
+    IF NOT FOUND THEN
+        PERFORM tidebase.refuse(p_run_id, p_token);
+    END IF;
+    IF p_events > 0 THEN
+        PERFORM tidebase.ring(p_run_id);
+    END IF;
+    RETURN v_seq - p_events + 1;
+END
+$$;
+
+-- The fence: admits a write to run p_run_id under p_token (NULL: an unfenced writer, refused only by a terminal run),
+-- renews the holder's live lease, reserves p_events seqs and returns the first; raises (tidebase.refuse) otherwise.
+-- Every fenced write calls it, first, before it locks anything else of the run.
+CREATE OR REPLACE FUNCTION tidebase.fence(p_run_id text, p_token bigint, p_events integer DEFAULT 1) RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT tidebase.next_seq(p_run_id, p_events, true, p_token)
+$$;
+
+-- Appends one event to a run whose write the caller has admitted itself, or that any run accepts (usage and recovery
+-- records). Returns its seq.
+CREATE OR REPLACE FUNCTION tidebase.log_event(p_run_id text, p_type text, p_payload jsonb) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_seq bigint := tidebase.next_seq(p_run_id, 1);
+BEGIN
+    INSERT INTO tidebase.events (run_id, seq, type, payload) VALUES (p_run_id, v_seq, p_type, p_payload);
+    RETURN v_seq;
+END
+$$;
+
+-- Appends one event of the caller's own type to the run's log, through the fence. Returns its seq.
+CREATE OR REPLACE FUNCTION tidebase.append_event(p_run_id text, p_token bigint, p_type text, p_payload jsonb)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_seq bigint := tidebase.fence(p_run_id, p_token, 1);
+BEGIN
+    INSERT INTO tidebase.events (run_id, seq, type, payload) VALUES (p_run_id, v_seq, p_type, p_payload);
+    RETURN v_seq;
+END
+$$;
