@@ -1,14 +1,16 @@
-"""Command line: `python -m bench core|compare|studio [--dsn ADMIN_DSN] [--smoke] [--json PATH] ...`.
+"""Command line: `python -m bench core|compare|studio|agents [--dsn ADMIN_DSN] [--smoke] [--json PATH] ...`.
 
 `core` measures Tidebase against the raw Postgres floor; `compare` puts Tidebase side by side with DBOS Transact and
-LangGraph's PostgresSaver (each installed into its own virtualenv) and the floor. `--dsn` is an admin DSN; the
-benchmark creates its own database on that server and drops it at exit (see `bench.database`). Exit status is 0
-whether or not the timing goals are met; only errors fail the command.
+LangGraph's PostgresSaver (each installed into its own virtualenv) and the floor; `agents` measures what a durable
+agent of the framework integrations costs per model request, and how many steps an agent turn is. `--dsn` is an
+admin DSN; the benchmark creates its own database on that server and drops it at exit (see `bench.database`). Exit
+status is 0 whether or not the timing goals are met; only errors fail the command.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -56,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     core.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the raw numbers as JSON")
     add_compare(commands)
     add_studio(commands)
+    add_agents(commands)
     return root
 
 
@@ -68,6 +71,31 @@ def add_studio(commands: Any) -> None:
     cmd.add_argument("--steps", type=positive, default=StudioConfig.steps, help="steps of the long run (%(default)s)")
     cmd.add_argument("--repeat", type=positive, default=StudioConfig.repeat, help="timed requests per page")
     cmd.add_argument("--smoke", action="store_true", help="2,000 runs, 200 steps, 5 requests: a few seconds (CI)")
+
+
+def add_agents(commands: Any) -> None:
+    # No defaults here: bench.agents imports the frameworks, so only this command loads it (AgentsConfig has them).
+    cmd = commands.add_parser("agents", help="a durable agent's overhead per model request, and steps per turn")
+    cmd.add_argument("--dsn", default=os.environ.get("TIDEBASE_BENCH_DSN", DEFAULT_ADMIN_DSN),
+                     help="admin DSN (default: $TIDEBASE_BENCH_DSN, else %(default)s)")
+    cmd.add_argument("--database", default=None, help="name of the database to create; must not exist")
+    cmd.add_argument("--requests", type=positive, default=None, help="timed agent runs per row (default 300)")
+    cmd.add_argument("--warmup", type=positive, default=None, help="untimed agent runs per row (default 30)")
+    cmd.add_argument("--rounds", type=positive, default=None, help="interleaved rounds (default 3)")
+    cmd.add_argument("--smoke", action="store_true", help="a few runs per row: checks every path in seconds (CI)")
+
+
+def main_agents(args: argparse.Namespace, command: str) -> int:
+    from .agents import AgentsConfig, run_agents  # the frameworks: imported for this command only
+
+    given = {name: getattr(args, name) for name in ("requests", "warmup", "rounds") if getattr(args, name)}
+    config = AgentsConfig.smoke() if args.smoke else dataclasses.replace(AgentsConfig(), **given)
+    try:
+        return run_agents(args.dsn, config, args.database, command)
+    except psycopg.errors.DuplicateDatabase:
+        print(f"database {args.database!r} already exists; the benchmark only uses (and drops) a database it "
+              "creates", file=sys.stderr)
+        return 2
 
 
 def sizes(text: str) -> tuple[int, ...]:
@@ -187,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "studio":
         studio_config = StudioConfig.smoke() if args.smoke else StudioConfig(args.runs, args.steps, args.repeat)
         return run_studio(args.dsn, studio_config, args.database)
+    if args.command == "agents":
+        return main_agents(args, command)
     config = config_from(args)
     database = args.database or default_database_name()
     try:

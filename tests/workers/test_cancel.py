@@ -62,7 +62,7 @@ def test_cancel_during_a_step(dsn: str, db: psycopg.Connection[Any]) -> None:
     assert [s.key for s in run.steps] == ["a"]
     assert db.execute("SELECT cancel_actor FROM tidebase.runs WHERE id = 'r1'").fetchone() == ("alice",)
     for statement in ("SELECT * FROM tidebase.complete_run('r1', %s, '1')",
-                      "SELECT * FROM tidebase.fail_run('r1', %s, '{}', NULL)"):
+                      "SELECT * FROM tidebase.fail_run('r1', %s, '{}', NULL, 10)"):
         with pytest.raises(psycopg.Error) as refused:
             db.execute(statement, (run.fencing_token,))
         assert refused.value.sqlstate == "TB004"  # RunCancelled

@@ -41,7 +41,7 @@ def test_tick_and_claim_use_indexes_on_200k_runs(db: psycopg.Connection[Any]) ->
     db.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
     with db.transaction(force_rollback=True):
         db.execute(Q["recover_expired"], {"actor": "t", "limit": 100}).fetchall()
-        db.execute(Q["recover_expired_webhooks"], {"limit": 100}).fetchall()
+        db.execute(Q["recover_expired_webhooks"], {"limit": 100, "max_auto_recoveries": 10}).fetchall()
         db.execute(Q["cancel_overdue"], {"actor": "t", "limit": 100}).fetchall()
         db.execute(Q["dispatch_push"], {"limit": 100}).fetchall()
         db.execute(Q["claim_runs"], {"owner": "w", "queues": ["q0", "q1"], "workflows": ["wf"], "limit": 10,

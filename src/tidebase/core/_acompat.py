@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from types import FunctionType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -28,13 +29,18 @@ AEvent = asyncio.Event
 def check_fn(fn: Any, what: str, hint: str = "") -> None:
     """Refuses, before anything is written, what the sync API cannot call: a non-callable, or an `async def`
     function (its call would only create a coroutine). TypeError naming `what`."""
+    if type(fn) is FunctionType:  # the common case (a lambda, a def), decided from its code flags alone
+        if fn.__code__.co_flags & inspect.CO_COROUTINE:
+            raise TypeError(_ASYNC_REFUSED.format(what=what, fn=_describe(fn)))
+        return
     _check_callable(fn, what, hint)
     call_method = None if inspect.isroutine(fn) else type(fn).__dict__.get("__call__")  # an object with async __call__
     if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call_method):
-        raise TypeError(
-            f"{what} {_describe(fn)} is an async function, which the sync API cannot run: use "
-            "tidebase.aio.AsyncTidebase (await tide.run(...)), or make the function synchronous"
-        )
+        raise TypeError(_ASYNC_REFUSED.format(what=what, fn=_describe(fn)))
+
+
+_ASYNC_REFUSED = ("{what} {fn} is an async function, which the sync API cannot run: use tidebase.aio.AsyncTidebase "
+                  "(await tide.run(...)), or make the function synchronous")
 
 
 def acheck_fn(fn: Any, what: str, hint: str = "") -> None:

@@ -25,6 +25,7 @@ from tidebase.core.db_async import AsyncDatabase
 from tidebase.core.dsn import resolve_dsn
 from tidebase.core.migrate_async import ensure_schema
 from tidebase.errors import DatabaseError, TidebaseError
+from tidebase.mcp.http import HttpDoor
 from tidebase.ops import render
 from tidebase.server import openapi, routes_gates, routes_queues, routes_runs, routes_state, routes_steps, sse, studio
 from tidebase.server.background import background
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Any:
     cfg = settings or Settings.from_env()
     public_url = cfg.resolved_public_url
     lease_ms = int(cfg.http_lease_seconds * 1000)
+    mcp_door = HttpDoor(cfg)  # /mcp (docs/mcp.md), when the `mcp` extra is installed
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -122,7 +124,7 @@ def create_app(settings: Settings | None = None) -> Any:
             wire = AsyncWire(db, lease_ms=lease_ms, max_auto_recoveries=cfg.max_auto_recoveries)
             app.state.services = Services(wire, bell, public_url, cfg.sse_keepalive_seconds)
             try:
-                async with background(dsn, db.pool, cfg):
+                async with background(dsn, db.pool, cfg), mcp_door.running(db.pool):
                     yield
             finally:
                 await bell.stop()
@@ -135,7 +137,7 @@ def create_app(settings: Settings | None = None) -> Any:
         Route("/openapi.json", openapi.serve, methods=["GET"]),
         Route("/runs/{run_id}/events", events, methods=["GET"]),
         *routes_steps.ROUTES, *routes_gates.ROUTES, *routes_state.ROUTES, *routes_runs.ROUTES,
-        *routes_queues.ROUTES,
+        *routes_queues.ROUTES, *mcp_door.routes,
         *(Route(p, not_found, methods=["GET", "POST"]) for p in OUT_OF_SCOPE),
         # the Studio has its own session auth (studio/guard.py)
         studio.ROOT, studio.mount(cfg.api_key, public_url, lease_ms, secret=cfg.studio_secret),

@@ -13,9 +13,10 @@ SELECT (c.run).*, c.created
 SELECT * FROM tidebase.acquire_run(%(run_id)s, %(owner)s, %(lease_ms)s, %(dead_owner)s, %(resume_queue)s)
 
 -- name: load_checkpoints
--- Every step row of a run, for replay: loaded once when a run starts, then served from memory. `has_usage` tells
--- which replayed steps must report the usage they saved.
-SELECT key, status, input_hash, output, contract, attempt,
+-- Every step row of a run, for replay: loaded once when a run starts, then served from memory. Only what a replay
+-- reads: the contract only of a step that is not completed (only an interrupted step's contract decides anything).
+-- `has_usage` tells which replayed steps must report the usage they saved.
+SELECT key, status, input_hash, output, CASE WHEN status <> 'completed' THEN contract END AS contract, attempt,
        EXISTS (SELECT 1 FROM tidebase.usage u
                 WHERE u.run_id = coalesce(s.usage_from, s.run_id) AND u.step_key = s.key AND NOT u.saved)
            AS has_usage

@@ -8,11 +8,18 @@
 -- *The fence.* tidebase.admits is the only statement of who may write to a run: the holder of the run's current
 -- fencing token while the run is running (I3), or, with no token, any writer while the run is neither cancelled nor
 -- completed (I9; operators and the HTTP routes that carry no lease). tidebase.fence(run, token, n) is the entry point
--- of every write that must pass it: one conditional update of the run row that checks the writer, renews the holder's
--- live lease, and reserves n seqs, in that single statement (the per-step hot path can afford one statement, not
--- two). When it matches no row, tidebase.refuse explains why, by raising. Writers that checked the run themselves
--- under its lock (lease acquisition, cancellation, recovery) or that any run accepts (usage, recovery records) reserve
--- their seqs with tidebase.next_seq directly.
+-- of every write that must pass it: one conditional update of the run row that checks the writer and reserves n seqs,
+-- in that single statement (the per-step hot path can afford one statement, not two). When it matches no row,
+-- tidebase.refuse explains why, by raising. Writers that checked the run themselves under its lock (lease
+-- acquisition, cancellation, recovery) or that any run accepts (usage, recovery records) reserve their seqs with
+-- tidebase.next_seq directly.
+--
+-- *Why the fence does not renew the lease.* The update changes only columns no index covers (event_seq, updated_at),
+-- so Postgres can make it a heap-only (HOT) update: no new entry in any of the run row's indexes, and a fraction of
+-- the WAL (runs has fillfactor 70 to leave the page room for it). Renewing the lease here would change the indexed
+-- lease_expires_at on every step and cost an entry in every index of runs. The library renews by its heartbeat
+-- (every third of the lease); the doors whose contract says that a holder's writes renew its lease (the HTTP step
+-- writes, the LangGraph saver) call tidebase.prolong after their write.
 
 -- Whether a write under p_token may go ahead on a run with status p_status and current token p_current. Inlined
 -- into the statements that use it.
@@ -49,22 +56,17 @@ END
 $$;
 
 -- Reserves p_events seqs of run p_run_id for the calling transaction and returns the first (with p_events = 0, only
--- takes the row lock), and rings the doorbell. With p_fenced, the write must pass tidebase.admits for p_token and a
--- holder's live lease is renewed (the fence: call it as tidebase.fence); otherwise any existing run is admitted.
+-- takes the row lock), and rings the doorbell. With p_fenced, the write must pass tidebase.admits for p_token (the
+-- fence: call it as tidebase.fence); otherwise any existing run is admitted. Changes no indexed column (see above).
 CREATE OR REPLACE FUNCTION tidebase.next_seq(
     p_run_id text, p_events integer DEFAULT 1, p_fenced boolean DEFAULT false, p_token bigint DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_now timestamptz := tidebase.now();
     v_seq bigint;
 BEGIN
     UPDATE tidebase.runs
-       SET event_seq = event_seq + p_events,
-           updated_at = v_now,
-           lease_expires_at = CASE WHEN p_fenced AND p_token IS NOT NULL AND lease_expires_at > v_now
-                                   THEN v_now + lease_ms * interval '1 millisecond'
-                                   ELSE lease_expires_at END  -- a live lease is renewed, an expired one never
+       SET event_seq = event_seq + p_events, updated_at = tidebase.now()
      WHERE id = p_run_id AND (NOT p_fenced OR tidebase.admits(status, fencing_token, p_token))
     RETURNING event_seq INTO v_seq;
     IF NOT FOUND THEN
@@ -78,11 +80,21 @@ END
 $$;
 
 -- The fence: admits a write to run p_run_id under p_token (NULL: an unfenced writer, refused only by a terminal run),
--- renews the holder's live lease, reserves p_events seqs and returns the first; raises (tidebase.refuse) otherwise.
--- Every fenced write calls it, first, before it locks anything else of the run.
+-- reserves p_events seqs and returns the first; raises (tidebase.refuse) otherwise. Every fenced write calls it,
+-- first, before it locks anything else of the run.
 CREATE OR REPLACE FUNCTION tidebase.fence(p_run_id text, p_token bigint, p_events integer DEFAULT 1) RETURNS bigint
 LANGUAGE sql AS $$
     SELECT tidebase.next_seq(p_run_id, p_events, true, p_token)
+$$;
+
+-- Renews the live lease of the holder of p_token to now + the run's lease (an expired lease is never revived, and
+-- another writer's token changes nothing), for the doors whose writes renew the lease. Call it after tidebase.fence,
+-- which holds the run row lock.
+CREATE OR REPLACE FUNCTION tidebase.prolong(p_run_id text, p_token bigint) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE tidebase.runs SET lease_expires_at = tidebase.now() + lease_ms * interval '1 millisecond'
+     WHERE id = p_run_id AND p_token IS NOT NULL AND fencing_token = p_token AND status = 'running'
+       AND lease_expires_at > tidebase.now()
 $$;
 
 -- Appends one event to a run whose write the caller has admitted itself, or that any run accepts (usage and recovery

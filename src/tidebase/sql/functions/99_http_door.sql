@@ -45,16 +45,20 @@ END
 $$;
 
 -- steps/begin (docs/http-api.md#steps-begin, #step-decision-order): the overdue-deadline check, then
--- tidebase.begin_step for the owner's token. A step begun over HTTP has key = its name (occurrence 1), the library's
--- key of a step's first occurrence.
+-- tidebase.begin_step for the owner's token, then the holder's live lease renewed (tidebase.prolong). A step begun
+-- over HTTP has key = its name (occurrence 1), the library's key of a step's first occurrence.
 CREATE OR REPLACE FUNCTION tidebase.http_begin_step(
     p_run_id text, p_owner text, p_name text, p_input_hash text, p_input jsonb, p_options jsonb, p_contract jsonb
 ) RETURNS TABLE (action text, step tidebase.steps)
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_token bigint;
 BEGIN
     PERFORM tidebase.cancel_if_overdue(p_run_id);
-    RETURN QUERY SELECT * FROM tidebase.begin_step(p_run_id, tidebase.token_of(p_run_id, p_owner), p_name, p_name, 1,
-                                                   p_input_hash, p_input, p_options, p_contract);
+    v_token := tidebase.token_of(p_run_id, p_owner);
+    RETURN QUERY SELECT * FROM tidebase.begin_step(p_run_id, v_token, p_name, p_name, 1, p_input_hash, p_input,
+                                                   p_options, p_contract);
+    PERFORM tidebase.prolong(p_run_id, v_token);
 END
 $$;
 
@@ -89,8 +93,8 @@ BEGIN
 END
 $$;
 
--- steps/:id/complete (docs/http-api.md#step-complete): tidebase.complete_step of the step the owner began; the same
--- output again is a no-op.
+-- steps/:id/complete (docs/http-api.md#step-complete): tidebase.complete_step of the step the owner began, then the
+-- holder's live lease renewed; the same output again is a no-op.
 CREATE OR REPLACE FUNCTION tidebase.http_complete_step(p_run_id text, p_step_id text, p_owner text, p_output jsonb)
 RETURNS SETOF tidebase.steps
 LANGUAGE plpgsql AS $$
@@ -103,13 +107,14 @@ BEGIN
     IF s.status <> 'completed' THEN
         PERFORM tidebase.complete_step(p_run_id, w.token, s.key, s.id, s.name, s.occurrence, s.input_hash,
                                        s.contract, p_output, s.attempt, true);
+        PERFORM tidebase.prolong(p_run_id, w.token);
     END IF;
     RETURN QUERY SELECT * FROM tidebase.steps WHERE run_id = p_run_id AND id = p_step_id;
 END
 $$;
 
 -- steps/:id/fail (docs/http-api.md#step-fail): tidebase.fail_step of the step the owner began (attempt unchanged),
--- classified there.
+-- classified there, then the holder's live lease renewed.
 CREATE OR REPLACE FUNCTION tidebase.http_fail_step(
     p_run_id text, p_step_id text, p_owner text, p_error jsonb, p_retryable boolean, p_decision text
 ) RETURNS SETOF tidebase.steps
@@ -122,6 +127,7 @@ BEGIN
     s := w.step;
     RETURN QUERY SELECT * FROM tidebase.fail_step(p_run_id, w.token, s.key, s.name, s.occurrence, s.input_hash,
                                                   s.contract, s.attempt, p_retryable, p_decision, p_error, true);
+    PERFORM tidebase.prolong(p_run_id, w.token);
 END
 $$;
 
