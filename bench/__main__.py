@@ -1,4 +1,4 @@
-"""Command line: `python -m bench core|compare|studio|agents [--dsn ADMIN_DSN] [--smoke] [--json PATH] ...`.
+"""Command line: `python -m bench core|compare|studio|agents|retention [--dsn ADMIN_DSN] [--smoke] [--json PATH] ...`.
 
 `core` measures Tidebase against the raw Postgres floor; `compare` puts Tidebase side by side with DBOS Transact and
 LangGraph's PostgresSaver (each installed into its own virtualenv) and the floor; `agents` measures what a durable
@@ -20,10 +20,21 @@ from typing import Any
 import psycopg
 
 from . import compare_report
-from .compare import CompareConfig, TaskFailed, as_url, machine_details, parse_sizes, parse_systems, run_compare, select
+from .compare import (
+    CompareConfig,
+    TaskFailed,
+    as_url,
+    include_upstream,
+    machine_details,
+    parse_sizes,
+    parse_systems,
+    run_compare,
+    select,
+)
 from .core import CoreConfig, run_core
 from .database import DEFAULT_ADMIN_DSN, default_database_name, machine_facts, scratch_database
 from .report import render, write_json
+from .retention import RetentionConfig, run_retention
 from .studio import StudioConfig, run_studio
 from .venvs import DIAGNOSTICS, PEERS, SYSTEMS, default_venv_root, interpreter
 
@@ -59,7 +70,21 @@ def parser() -> argparse.ArgumentParser:
     add_compare(commands)
     add_studio(commands)
     add_agents(commands)
+    add_retention(commands)
     return root
+
+
+def add_retention(commands: Any) -> None:
+    cmd = commands.add_parser("retention", help="retention: deletion rate, a live run's lock waits, sizes after")
+    cmd.add_argument("--dsn", default=os.environ.get("TIDEBASE_BENCH_DSN", DEFAULT_ADMIN_DSN),
+                     help="admin DSN (default: $TIDEBASE_BENCH_DSN, else %(default)s)")
+    cmd.add_argument("--database", default=None, help="name of the database to create; must not exist")
+    cmd.add_argument("--runs", type=positive, default=RetentionConfig.runs,
+                     help="finished runs seeded (default %(default)s: the target scale)")
+    cmd.add_argument("--events-per-run", type=positive, default=RetentionConfig.events_per_run,
+                     help="events per seeded run (default %(default)s)")
+    cmd.add_argument("--batch", type=positive, default=RetentionConfig.batch, help="roots per batch")
+    cmd.add_argument("--smoke", action="store_true", help="2,000 runs of 10 events: every path in seconds (CI)")
 
 
 def add_studio(commands: Any) -> None:
@@ -130,8 +155,9 @@ def add_compare(commands: Any) -> None:
                         help="use Tidebase's embedded PostgreSQL (started if needed) instead of --dsn")
     cmp.add_argument("--database", default=None, help="name of the database to create; must not exist "
                                                       "(default: tidebase_bench_<pid>)")
-    cmp.add_argument("--systems", type=systems, default=default.systems, metavar="LIST",
-                     help=f"comma-separated subset of {','.join(PEERS)} (the floor and tidebase always run)")
+    cmp.add_argument("--systems", type=systems, default=tuple(SYSTEMS), metavar="LIST",
+                     help=f"comma-separated subset of {','.join(PEERS)} (the floor and tidebase always run; "
+                          "upstream only when $TIDEBASE_URL names the upstream server)")
     cmp.add_argument("--rounds", type=positive, default=default.rounds, help="interleaved rounds (%(default)s)")
     cmp.add_argument("--runs", type=positive, default=default.runs, help="runs per system per round (%(default)s)")
     cmp.add_argument("--steps", type=positive, default=default.steps, help="steps per run (%(default)s)")
@@ -148,16 +174,19 @@ def add_compare(commands: Any) -> None:
                      help="where the peers' virtualenvs are kept (default: $TIDEBASE_BENCH_VENVS, else "
                           f"{default_venv_root()})")
     cmp.add_argument("--smoke", action="store_true",
-                     help="floor and tidebase only, 1 round, a few steps: checks every path in seconds (CI)")
+                     help="floor and tidebase only (and upstream when $TIDEBASE_URL is set), 1 round, a few "
+                          "steps: checks every path in seconds (CI)")
     cmp.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the raw numbers as JSON")
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
     if args.smoke:
-        return CompareConfig.smoke_config()
-    config = CompareConfig(rounds=args.rounds, runs=args.runs, steps=args.steps, warmup_steps=args.warmup,
-                           workers=args.workers, throughput_s=args.seconds, resume_ks=args.resume_steps)
-    return select(args.systems, config)
+        config = CompareConfig.smoke_config()
+    else:
+        config = select(args.systems, CompareConfig(rounds=args.rounds, runs=args.runs, steps=args.steps,
+                                                    warmup_steps=args.warmup, workers=args.workers,
+                                                    throughput_s=args.seconds, resume_ks=args.resume_steps))
+    return include_upstream(config, requested="upstream" in args.systems)
 
 
 def admin_dsn(args: argparse.Namespace) -> tuple[str, str]:
@@ -170,7 +199,11 @@ def admin_dsn(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def main_compare(args: argparse.Namespace, command: str) -> int:
-    config = compare_config(args)
+    try:
+        config = compare_config(args)
+    except ValueError as error:
+        print(str(error), file=sys.stderr)
+        return 2
     root = args.venvs or default_venv_root()
     specs = [SYSTEMS[name] for name in config.systems] + [DIAGNOSTICS[name] for name in config.diagnostics]
     pythons = {spec.name: interpreter(spec, root, log_to_stderr) for spec in specs}
@@ -215,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "studio":
         studio_config = StudioConfig.smoke() if args.smoke else StudioConfig(args.runs, args.steps, args.repeat)
         return run_studio(args.dsn, studio_config, args.database)
+    if args.command == "retention":
+        smoke = RetentionConfig.smoke()
+        retention_config = smoke if args.smoke else RetentionConfig(args.runs, args.events_per_run, args.batch)
+        return run_retention(args.dsn, retention_config, args.database)
     if args.command == "agents":
         return main_agents(args, command)
     config = config_from(args)

@@ -12,19 +12,25 @@ every system in turn (floor, tidebase, dbos, langgraph):
 So all systems go through the same drift of the machine, and ratios are taken between neighbours of one round.
 After the rounds, a `count` task per system runs the same operations through a relay that counts round trips and
 statements (not timed).
+
+The upstream Tidebase server joins as the system `upstream` when `$TIDEBASE_URL` names it (`$TIDEBASE_API_KEY` too
+if it needs a key): its script drives that server with the published SDK over HTTP, so its steps are written to
+whatever database that server uses, not to the benchmark's. Without `$TIDEBASE_URL` it is skipped, and the report
+says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import psutil
 from psycopg.conninfo import conninfo_to_dict
@@ -33,6 +39,7 @@ from .venvs import DIAGNOSTICS, SYSTEMS, SystemSpec
 
 Log = Callable[[str], None]
 TASK_TIMEOUT_S = 900
+UPSTREAM_URL_ENV = "TIDEBASE_URL"
 
 
 def log_to_stderr(message: str) -> None:
@@ -57,6 +64,8 @@ class CompareConfig:
     count_large: int = 250
     diagnostics: tuple[str, ...] = ("floor_notify",)
     smoke: bool = False
+    upstream_host: str | None = None  # host[:port] of $TIDEBASE_URL when `upstream` runs (never the URL: no secrets)
+    skipped: tuple[tuple[str, str], ...] = ()  # (system, why it did not run)
 
     @classmethod
     def smoke_config(cls) -> CompareConfig:
@@ -167,6 +176,30 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     if len(sizes) < 2 or sizes[0] < 1:
         raise ValueError("give at least two distinct positive sizes, e.g. 100,1000")
     return sizes
+
+
+def url_host(url: str) -> str:
+    """`host[:port]` of an http(s) URL: what the report may show of it (no user, password, path or query)."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"${UPSTREAM_URL_ENV} must be an http:// or https:// URL of the upstream server")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def include_upstream(config: CompareConfig, requested: bool,
+                     environ: Mapping[str, str] = os.environ) -> CompareConfig:
+    """`config` with the upstream server added when it was requested and `$TIDEBASE_URL` is set; requested but
+    unset, it is recorded as skipped (with the reason) instead. Raises ValueError for a URL that is not http(s)."""
+    systems = tuple(name for name in config.systems if name != "upstream")
+    if not requested:
+        return replace(config, systems=systems)
+    url = environ.get(UPSTREAM_URL_ENV, "").strip()
+    if not url:
+        why = (f"${UPSTREAM_URL_ENV} is not set; set it to the upstream server's URL (and $TIDEBASE_API_KEY if the "
+               "server needs one) to include it")
+        return replace(config, systems=systems, skipped=(*config.skipped, ("upstream", why)))
+    return replace(config, systems=(*systems, "upstream"), upstream_host=url_host(url))
 
 
 def parse_systems(text: str) -> tuple[str, ...]:

@@ -142,7 +142,10 @@ def count_summary(counts: dict[str, Any], config: CompareConfig) -> CountSummary
 # -- printing ----------------------------------------------------------------------------------------------------------
 
 
-def label(name: str) -> str:
+def label(name: str, config: CompareConfig) -> str:
+    """The row's label; the upstream server's row also names where it was measured (host and port only)."""
+    if name == "upstream" and config.upstream_host:
+        return f"{LABELS[name]} @ {config.upstream_host}"
     return LABELS[name]
 
 
@@ -172,9 +175,17 @@ def header(command: str, facts: dict[str, Any], config: CompareConfig, database:
         "systems:",
         *versions_line(results),
     ]
+    if "upstream" in config.systems:
+        lines.append(f"  upstream: the server at {config.upstream_host} ($TIDEBASE_URL), driven over HTTP by the SDK; "
+                     "it writes to its own database, not the one above")
+    lines += [f"skipped:  {name}: {why}" for name, why in config.skipped]
     if config.smoke:
-        lines.append("SMOKE RUN: floor and Tidebase only (the peers' virtualenvs are not installed); tiny sizes, "
-                     "numbers are not meaningful")
+        if "upstream" in config.systems:
+            lines.append("SMOKE RUN: floor, Tidebase and the upstream server only (of the peers' virtualenvs, only the "
+                         "upstream SDK's is installed); tiny sizes, numbers are not meaningful")
+        else:
+            lines.append("SMOKE RUN: floor and Tidebase only (the peers' virtualenvs are not installed); tiny sizes, "
+                         "numbers are not meaningful")
     return lines
 
 
@@ -185,7 +196,7 @@ def _load(values: Sequence[float] | None) -> str:
 def executed_section(rows: dict[str, SystemSummary], config: CompareConfig) -> list[str]:
     body = [["", "per step ms: median [min - max]", "p50 ms", "p99 ms", "CPU/step ms", "vs floor", "vs tidebase"]]
     for name, s in rows.items():
-        body.append([label(name), spread_ms(s.per_step), ms(s.p50), ms(s.p99), ms(s.cpu_per_step),
+        body.append([label(name, config), spread_ms(s.per_step), ms(s.p50), ms(s.p99), ms(s.cpu_per_step),
                      spread_ratio(s.vs_floor), spread_ratio(s.vs_tidebase)])
     return ["", f"(a) Executed step, nothing but checkpointing: {config.runs} runs x {config.steps} steps per system "
             "per round", *table(body)]
@@ -202,7 +213,7 @@ def throughput_section(results: CompareResults, config: CompareConfig) -> list[s
         machine = [t["cpu_busy"] * t["cpu_count"] * t["duration_s"] / t["steps"] for t in runs
                    if t.get("cpu_busy") is not None and t["steps"]]
         workers = [t["workers_cpu_s"] / t["steps"] for t in runs if t["steps"]]
-        body.append([label(name), f"{steps.median:.0f} [{steps.low:.0f} - {steps.high:.0f}]",
+        body.append([label(name, config), f"{steps.median:.0f} [{steps.low:.0f} - {steps.high:.0f}]",
                      spread_ratio(ratios(rate(runs), floor)),
                      f"{Spread.of(busy).median:.0%}" if busy else "?",
                      ms(Spread.of(machine).median) if machine else "?", ms(Spread.of(workers).median)])
@@ -217,7 +228,7 @@ def resume_section(rows: dict[str, SystemSummary], config: CompareConfig) -> lis
         body = [[f"k = {k}", "ms: median [min - max]", "code entered ms", "vs SELECT"]]
         for name, s in rows.items():
             if name != "floor":
-                body.append([label(name), spread_ms(s.resume[k]), ms(s.entered[k]),
+                body.append([label(name, config), spread_ms(s.resume[k]), ms(s.entered[k]),
                              spread_ratio(s.resume_vs_select[k])])
         reference = f"reference: raw SELECT of {k} ~200-byte rows, warm connection"
         body.append([reference, spread_ms(rows["floor"].resume[k]), "", ""])
@@ -225,18 +236,44 @@ def resume_section(rows: dict[str, SystemSummary], config: CompareConfig) -> lis
     return lines
 
 
-def count_section(counts: dict[str, CountSummary], config: CompareConfig) -> list[str]:
+def not_applicable(counts: dict[str, Any]) -> str | None:
+    """Why a system's SQL could not be counted (a system reached over HTTP), or None."""
+    reason = counts.get("not_applicable")
+    return str(reason) if reason else None
+
+
+def http_summary(counts: dict[str, Any], config: CompareConfig) -> CountSummary | None:
+    """The HTTP requests of an HTTP system's counting pass, summarised like round trips, when they were counted."""
+    return count_summary(counts["http"], config) if counts.get("http") else None
+
+
+def count_section(results: dict[str, dict[str, Any]], config: CompareConfig) -> list[str]:
     k_small, k_big = min(config.resume_ks), max(config.resume_ks)
     body = [["", "round trips/executed step", "statements/executed step", "round trips/replayed step",
              f"round trips to resume k={k_small}"]]
-    for name, c in counts.items():
+    counts = {name: count_summary(c, config) for name, c in results.items() if not not_applicable(c)}
+    for name in results:
+        if name not in counts:
+            body.append([label(name, config), "n/a", "n/a", "n/a", "n/a"])
+            continue
+        c = counts[name]
         replayed = "-" if name == "floor" else f"{c.rt_per_replayed:.2f}"
         total = "-" if name == "floor" else str(c.rt_resume_small)
-        body.append([label(name), f"{c.rt_per_step:.2f}", f"{c.statements_per_step:.2f}", replayed, total])
+        body.append([label(name, config), f"{c.rt_per_step:.2f}", f"{c.statements_per_step:.2f}", replayed, total])
     lines = ["", "(d) SQL round trips and statements, counted at a relay in front of PostgreSQL (not timed)",
              f"    from runs of {config.count_small} and {config.count_large} steps and resumes at k={k_small} and "
-             f"k={k_big}: the differences divided by the size differences", *table(body),
-             "  statements per executed step:"]
+             f"k={k_big}: the differences divided by the size differences", *table(body)]
+    for name, c_raw in results.items():
+        if reason := not_applicable(c_raw):
+            lines.append(f"  {name}: n/a: {reason}")
+            http = http_summary(c_raw, config)
+            if http is None:
+                lines.append(f"    {c_raw.get('http_not_counted', 'HTTP requests not counted')}")
+            else:
+                lines.append(f"    HTTP requests instead, counted at a relay in front of the server: "
+                             f"{http.rt_per_step:.2f} per executed step, {http.rt_per_replayed:.2f} per replayed "
+                             f"step, {http.rt_resume_small} to resume k={k_small}")
+    lines.append("  statements per executed step:")
     for name, c in counts.items():
         mix = "; ".join(f"{v:.2f} x {k}" for k, v in c.statement_mix.items())
         lines.append(f"    {name}: {mix}")
@@ -254,7 +291,7 @@ def goals_section(rows: dict[str, SystemSummary], config: CompareConfig) -> list
     lines.append(goal(ratio <= GOAL_STEP_VS_FLOOR, f"tidebase executed step <= {GOAL_STEP_VS_FLOOR}x the floor: "
                       f"{ratio:.2f}x"))
     for name, s in rows.items():
-        if SYSTEMS[name].is_peer:
+        if SYSTEMS[name].is_peer and not SYSTEMS[name].over_http:
             faster = s.vs_tidebase.median
             lines.append(goal(faster >= GOAL_FASTER_THAN_PEERS, f"tidebase executed step >= "
                               f"{GOAL_FASTER_THAN_PEERS:g}x faster than {name}: {faster:.2f}x"))
@@ -277,9 +314,17 @@ def render(command: str, facts: dict[str, Any], config: CompareConfig, database:
     lines += throughput_section(results, config)
     lines += resume_section(rows, config)
     if results.counts:
-        lines += count_section({n: count_summary(c, config) for n, c in results.counts.items()}, config)
+        lines += count_section(results.counts, config)
     lines += goals_section(rows, config)
     return "\n".join(lines)
+
+
+def count_json(counts: dict[str, Any], config: CompareConfig) -> dict[str, Any]:
+    """One system's count summary for `--json`: SQL figures, or why they do not apply and the HTTP figures."""
+    if reason := not_applicable(counts):
+        http = http_summary(counts, config)
+        return {"not_applicable": reason, "http_requests": http.as_json() if http else None}
+    return count_summary(counts, config).as_json()
 
 
 def write_json(path: Path, command: str, facts: dict[str, Any], config: CompareConfig,
@@ -296,7 +341,7 @@ def write_json(path: Path, command: str, facts: dict[str, Any], config: CompareC
                                "steps_per_s_vs_floor": vars(ratios(rate(results.throughput[name]),
                                                                    rate(results.throughput["floor"])))}
                         for name in config.diagnostics},
-        "counts": {name: count_summary(c, config).as_json() for name, c in results.counts.items()},
+        "counts": {name: count_json(c, config) for name, c in results.counts.items()},
         "results": results.as_json(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,10 @@ peer's. Every peer virtualenv is also given the main virtualenv's psycopg versio
 PostgreSQL through the same client library. Virtualenvs are kept in a cache folder outside the repository
 (`$TIDEBASE_BENCH_VENVS`, else the user cache folder, e.g. `~/.cache/tidebase-bench/venvs`), one folder per peer
 and per exact requirement set: changing a pin creates a new one.
+
+The `upstream` system is the upstream Tidebase server at `$TIDEBASE_URL`, driven over HTTP by its published Python
+SDK (PyPI `tidebase`, whose import name is this project's too, hence its own virtualenv). It talks to no PostgreSQL
+itself, so its virtualenv gets no psycopg; it runs only when `$TIDEBASE_URL` is set (see `bench.compare`).
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ _COMPLETE = ".bench-complete"
 @dataclass(frozen=True)
 class SystemSpec:
     """One compared system: its label, its script under `bench/peers/`, and, for a peer, its pinned requirements
-    (None: runs from the main virtualenv)."""
+    (None: runs from the main virtualenv). `over_http`: the system is a server reached over HTTP, whose own
+    PostgreSQL connections are out of the benchmark's reach (no psycopg pin, no SQL counting, no goal line)."""
 
     name: str
     label: str
     script: str
     requirements: tuple[str, ...] | None = None
+    over_http: bool = False
 
     @property
     def is_peer(self) -> bool:
@@ -50,8 +56,10 @@ TIDEBASE = SystemSpec("tidebase", "tidebase run.step", "run_tidebase.py")
 DBOS = SystemSpec("dbos", "DBOS Transact @DBOS.step", "run_dbos.py", ("dbos==3.4.0",))
 LANGGRAPH = SystemSpec("langgraph", "LangGraph + PostgresSaver", "run_langgraph.py",
                        ("langgraph==1.2.24", "langgraph-checkpoint-postgres==3.2.0"))
+UPSTREAM = SystemSpec("upstream", "upstream server, SDK run.step", "run_upstream.py", ("tidebase==0.7.0",),
+                      over_http=True)
 FLOOR_NOTIFY = SystemSpec("floor_notify", "diagnostic: floor INSERT + pg_notify", "run_floor_notify.py")
-SYSTEMS = {spec.name: spec for spec in (FLOOR, TIDEBASE, DBOS, LANGGRAPH)}
+SYSTEMS = {spec.name: spec for spec in (FLOOR, TIDEBASE, DBOS, LANGGRAPH, UPSTREAM)}
 PEERS = tuple(name for name, spec in SYSTEMS.items() if spec.is_peer)
 DIAGNOSTICS = {FLOOR_NOTIFY.name: FLOOR_NOTIFY}  # extra rows of the concurrent-workers table only
 LABELS = {name: spec.label for name, spec in (SYSTEMS | DIAGNOSTICS).items()}
@@ -65,8 +73,11 @@ def default_venv_root() -> Path:
 
 
 def requirements(spec: SystemSpec) -> list[str]:
-    """The peer's pinned packages plus the main virtualenv's exact psycopg (binary build)."""
+    """The peer's pinned packages plus the main virtualenv's exact psycopg (binary build); an HTTP system's pinned
+    packages only."""
     assert spec.requirements is not None
+    if spec.over_http:
+        return [*spec.requirements]
     return [*spec.requirements, f"psycopg[binary]=={psycopg.__version__}"]
 
 

@@ -322,7 +322,7 @@ def load_app() -> App:
         methods = sorted(m for m in (route.methods or ()) if m != "HEAD")
         if path in out_of_scope:
             continue
-        if path in ("/openapi.json", "/"):
+        if path in ("/openapi.json", "/", "/metrics"):
             outside.append((", ".join(methods), path))
             continue
         served.update(f"{m} {path}" for m in methods)
@@ -577,6 +577,8 @@ def routes_block(app: App, codes: dict[str, Code], titles: dict[str, str]) -> st
     for methods, path in app.outside:
         what = {"/openapi.json": "the OpenAPI document of the operations above",
                 "/": "redirects to the Studio",
+                "/metrics": "Prometheus metrics of the server process and of the database's queues "
+                            "([operations.md](operations.md#metrics-traces-and-logs))",
                 "/studio/…": "the Studio, a web dashboard with its own session authentication "
                              "([studio.md](studio.md))"}.get(path, "")
         out.append(f"- `{(methods + ' ' + path).strip()}`: {what}")

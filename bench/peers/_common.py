@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 PAYLOAD_CHARS = 180
 RESUME_WARMUP_K = 10
@@ -202,7 +202,11 @@ def task_count(factory: Factory, dsn: str, params: dict[str, Any]) -> dict[str, 
     """Round trips and statements through a `WireCounter`: runs of `small` and `large` steps, and resumes of runs
     with `ks[0]` and `ks[1]` completed steps; the per-step figures are the differences divided by the size
     differences, so what a run costs once (start, completion) cancels out."""
-    counter = WireCounter(dsn)
+    return count_through(WireCounter(dsn), factory, params)
+
+
+def count_through(counter: WireCounter, factory: Factory, params: dict[str, Any]) -> dict[str, Any]:
+    """`task_count`'s operations on a system connected through `counter` (closed at the end)."""
     system = factory(counter.dsn)
     try:
         system.run(params["warmup_steps"])
@@ -301,15 +305,15 @@ class WireCounter:
     background thread; it slows every round trip, so it is used only for counting, never for timing.
     """
 
+    default_port = 5432
+
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or self.default_port)
         self.listener = socket.create_server(("127.0.0.1", 0))
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k not in {"sslmode", "gssencmode"}]
-        query += [("sslmode", "disable"), ("gssencmode", "disable")]
         userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
         netloc = f"{userinfo}127.0.0.1:{self.listener.getsockname()[1]}"
-        self.dsn = urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), ""))
+        self.dsn = self._through(parts._replace(netloc=netloc))
         self.lock = threading.Lock()
         self.round_trips = 0
         self.syncs = 0
@@ -319,6 +323,13 @@ class WireCounter:
         self.stopping = False
         self.thread = threading.Thread(target=self._serve, name="wire-counter", daemon=True)
         self.thread.start()
+
+    @staticmethod
+    def _through(relayed: SplitResult) -> str:
+        """The URL clients use: the relay's address, TLS and GSS encryption off (the relay reads the messages)."""
+        query = [(k, v) for k, v in parse_qsl(relayed.query) if k not in {"sslmode", "gssencmode"}]
+        query += [("sslmode", "disable"), ("gssencmode", "disable")]
+        return urlunsplit(relayed._replace(query=urlencode(query), fragment=""))
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -419,6 +430,21 @@ class WireCounter:
             self.syncs += 1
 
 
+class HttpCounter(WireCounter):
+    """The same relay in front of a plain-HTTP server (`http://` URL): counts round trips only, i.e. HTTP requests
+    when each one waits for its response (statements and syncs stay 0: the bytes are not PostgreSQL's). Cannot
+    stand in front of an `https://` server: the client would check the relay's address against the certificate."""
+
+    default_port = 80
+
+    @staticmethod
+    def _through(relayed: SplitResult) -> str:
+        return urlunsplit(relayed._replace(fragment=""))
+
+    def _parse(self, conn: _Conn, data: bytes) -> None:
+        return
+
+
 # -- small helpers for the system scripts ------------------------------------------------------------------------------
 
 
@@ -433,4 +459,5 @@ def fresh_id(kind: str) -> str:
     return f"bench-{kind}-{os.urandom(6).hex()}"
 
 
-__all__ = ["ResumeResult", "RunResult", "System", "WireCounter", "fresh_id", "main", "step_output", "wait_for"]
+__all__ = ["HttpCounter", "ResumeResult", "RunResult", "System", "WireCounter", "count_through", "fresh_id", "main",
+           "step_output", "wait_for"]

@@ -52,7 +52,7 @@ from tidebase.ops.insight_models import DailyUsage, Link, RunOverview, RunPulse,
 from tidebase.ops.insights import Insights
 from tidebase.ops.queues import Queues
 from tidebase.ops.reconciler import Reconciler
-from tidebase.ops.records import Fire, QueueInfo, Schedule, TickResult
+from tidebase.ops.records import Fire, QueueInfo, RetentionResult, Schedule, TickResult
 from tidebase.ops.registry import Registry
 from tidebase.ops.schedules import Schedules
 from tidebase.ops.webhooks import verify_webhook_signature
@@ -71,7 +71,8 @@ __all__ = [
     "Forbidden", "RunSuspended", "TransactionAborted", "RunNotFound", "StepNotFound", "GateNotFound",
     "StateNotFound", "ScheduleNotFound", "WorkflowMismatch", "StepCompleted", "StepNotInReview", "NoRecoveryWebhook",
     "InvalidToken",
-    "Worker", "Reconciler", "TickResult", "Registry", "Queues", "QueueInfo", "Schedules", "Schedule", "Fire",
+    "Worker", "Reconciler", "TickResult", "RetentionResult", "Registry", "Queues", "QueueInfo", "Schedules",
+    "Schedule", "Fire",
     "verify_webhook_signature",
     "__version__",
 ]

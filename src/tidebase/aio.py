@@ -16,13 +16,14 @@ from tidebase.models import Gate, GateDecision
 from tidebase.ops.insights_async import AsyncInsights
 from tidebase.ops.queues_async import AsyncQueues
 from tidebase.ops.reconciler_async import AsyncReconciler
-from tidebase.ops.records import QueueInfo, Schedule, TickResult
+from tidebase.ops.records import QueueInfo, RetentionResult, Schedule, TickResult
 from tidebase.ops.schedules_async import AsyncSchedules
 from tidebase.ops.worker_async import AsyncWorker
 
 __all__ = ["AsyncGates", "AsyncInsights", "AsyncQueues", "AsyncReconciler", "AsyncRunContext", "AsyncRunGates",
            "AsyncRuns", "AsyncSchedules", "AsyncSnapshots", "AsyncState", "AsyncTidebase", "AsyncUsage",
-           "AsyncWorker", "Child", "Gate", "GateDecision", "QueueInfo", "Schedule", "TickResult", "UsageRecord",
+           "AsyncWorker", "Child", "Gate", "GateDecision", "QueueInfo", "RetentionResult", "Schedule", "TickResult",
+           "UsageRecord",
            "UsageReport", "UsageTotals"]
 
 for _name in __all__:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -37,7 +37,9 @@ from tidebase.errors import InvalidArgument, NotFound
 from tidebase.models import RUN_STATUSES, Edge, Event, GateDecision, Run, RunPage, StateVersion, Step
 from tidebase.ops.insights_async import AsyncInsights
 from tidebase.ops.queues_async import AsyncQueues, enqueue
+from tidebase.ops.records import RetentionResult
 from tidebase.ops.registry import Registry
+from tidebase.ops.retention_async import collect_garbage
 from tidebase.ops.schedules_async import AsyncSchedules
 from tidebase.ops.worker_async import AsyncWorker
 from tidebase.settings import Settings
@@ -301,6 +303,21 @@ class AsyncTidebase:
     async def close(self) -> None:
         """Closes the pool this instance opened (a pool you passed in stays open)."""
         await self.engine.close()
+
+    async def gc(
+        self, older_than: str | timedelta | float, *, statuses: str | Iterable[str] | None = None,
+        dry_run: bool = False, batch: int = 1000,
+    ) -> RetentionResult:
+        """Retention: deletes every finished run tree (a root run with its child runs) whose runs all finished more
+        than `older_than` ago (`"30d"`, `"12h"`, a timedelta, or seconds), with all their rows: steps, events, state,
+        gates, usage, edges, deliveries, recoveries, LangGraph checkpoints. `statuses` picks the root statuses
+        (default completed, failed and cancelled); a live run, or a tree a pending gate, a pending delivery, a
+        schedule's newest fire or a fork still needs, is never deleted. `dry_run` counts what would go and deletes
+        nothing. Each `batch` of roots is one short transaction; concurrent calls (several processes) delete each
+        tree once. InvalidArgument, before anything is sent, for an argument it cannot take. See
+        docs/operations.md#retention."""
+        return await collect_garbage(self.engine, older_than=older_than, statuses=statuses, dry_run=dry_run,
+                                     batch=batch)
 
     async def migrate(self) -> int:
         """Applies pending migrations now; returns the schema version."""

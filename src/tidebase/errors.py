@@ -76,9 +76,14 @@ class Forbidden(TidebaseError):
 
 
 class RunSuspended(TidebaseError):
-    """The run released its lease to wait (e.g. for a gate decision); invoke it again later to resume."""
+    """The run released its lease to wait (for a gate decision, or a durable timer); invoke it again later to resume.
+
+    `gate_id` names the gate it waits for; a timer's suspension has `gate_id` None, and `timer` (its step key) and
+    `wake_at` (its wake time by the database clock) set."""
 
     gate_id: str | None
+    timer: str | None = None
+    wake_at: datetime | None = None
 
 
 class PayloadError(TidebaseError):

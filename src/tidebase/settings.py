@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,9 @@ class Settings:
         30.0, "TIDEBASE_STATEMENT_TIMEOUT_MS", "how long one of Tidebase's statements may run on the server; a "
         "connection silent for 1.5 times that (at most 15 s more) is abandoned: DatabaseUnavailable, never a hang "
         "(0: no bound)", unit="ms")
+    sleep_inline_max_seconds: float = _setting(
+        5.0, "TIDEBASE_SLEEP_INLINE_MAX_MS", "a durable timer (`run.sleep`) with at most this long left waits in the "
+        "process that runs it; a longer one gives the run's lease back until its wake time", unit="ms")
     api_key: str | None = _setting(None, "TIDEBASE_API_KEY", "the server's shared key (`Authorization: Bearer`); "
                                    "unset: open on loopback only", scope="server", secret=True)
     port: int = _setting(7373, "PORT", "the server's port (`tidebase serve --port`)", scope="server")
@@ -91,6 +95,18 @@ class Settings:
                                          "it is dead", scope="server, worker")
     max_auto_recoveries: int = _setting(10, "TIDEBASE_MAX_AUTO_RECOVERIES", "automatic recovery webhooks per "
                                         "run", scope="server, worker")
+    retention_seconds: float | None = _setting(
+        None, "TIDEBASE_RETENTION", "periodic retention: the reconciler deletes finished run trees that finished "
+        "longer ago than this (`30d`, `12h`; s, m, h, d, w), a few batches per tick (docs/operations.md#retention); "
+        "unset or 0: off", unit="span", scope="server, worker")
+    log_format: str = _setting("text", "TIDEBASE_LOG_FORMAT", "`text` lines, or `json`: one JSON object per line "
+                               "(`tidebase serve`, `tidebase worker`; `--log-format` wins)", scope="server, worker")
+    metrics_public: bool = _setting(False, "TIDEBASE_METRICS_PUBLIC", "serve `GET /metrics` without the API key "
+                                    "(1: for scrapers that carry none; off: /metrics takes the key like every "
+                                    "route)", scope="server")
+    metrics_max_workflows: int = _setting(100, "TIDEBASE_METRICS_MAX_WORKFLOWS", "workflow names that get their "
+                                          "own `workflow` label in a process's metrics; later ones share "
+                                          "`_other`")
     home: str | None = _setting(None, "TIDEBASE_HOME", "where the embedded PostgreSQL keeps its data; unset: the "
                                 "user data folder (/var/lib/tidebase as root)", scope="embedded")
     embedded_idle_seconds: float = _setting(2.0, "TIDEBASE_EMBEDDED_IDLE_SECONDS", "the embedded PostgreSQL stops "
@@ -129,6 +145,8 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
             if raw.lower() not in ("0", "1", "true", "false", "yes", "no"):
                 raise ValueError(raw)
             return raw.lower() in ("1", "true", "yes")
+        if unit == "span":
+            return span_seconds(raw) or None
         if "float" in kind:
             number = float(raw)
             if number < 0:
@@ -142,8 +160,22 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
             return number
         return raw
     except ValueError:
-        what = {"ms": "whole milliseconds", "s": "seconds"}.get(unit, "an integer" if "int" in kind else "a boolean")
+        what = {"ms": "whole milliseconds", "s": "seconds", "span": "a duration such as 30d, 12h or 90m"}.get(
+            unit, "an integer" if "int" in kind else "a boolean")
         raise ConfigurationError(f"{name}={raw!r} is not valid: it takes {what}") from None
+
+
+_SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_SPAN_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def span_seconds(text: str) -> float:
+    """The seconds of a duration written as a number and a unit: `30d`, `12h`, `90m`, `45s`, `2w`, `1.5d`.
+    ValueError for anything else (callers raise their own typed error naming where the text came from)."""
+    match = _SPAN.match(text.strip().lower())
+    if match is None:
+        raise ValueError(text)
+    return float(match[1]) * _SPAN_SECONDS[match[2]]
 
 
 def table() -> str:

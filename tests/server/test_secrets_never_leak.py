@@ -38,6 +38,7 @@ from starlette.routing import Mount, Route
 from tidebase import Tidebase
 from tidebase.core.channels import webhooks_param
 from tidebase.errors import RunSuspended
+from tidebase.ops.logs import JsonFormatter
 from tidebase.ops.webhooks import Dispatcher
 from tidebase.server.app import create_app
 from tidebase.settings import Settings
@@ -128,18 +129,20 @@ def keys() -> Secrets:
 
 
 @pytest.fixture
-def debug_server(dsn: str, keys: Secrets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                 ) -> Iterator[tuple[Server, Path]]:
-    """`tidebase serve` with an API key and a webhook secret, logging at DEBUG into a file. The library's workers in
-    this process deliver from the same outbox, so they get the same webhook secret."""
+def debug_server(dsn: str, keys: Secrets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 request: pytest.FixtureRequest) -> Iterator[tuple[Server, Path]]:
+    """`tidebase serve` with an API key and a webhook secret, logging at DEBUG into a file, in text (or, with the
+    indirect parameter "json", `--log-format json`). The library's workers in this process deliver from the same
+    outbox, so they get the same webhook secret."""
     port = free_port()
     log = tmp_path / "server.log"
     env = {**os.environ, "TIDEBASE_DATABASE_URL": dsn, "TIDEBASE_LEASE_MS": "60000", "TIDEBASE_RECONCILE_MS": "200",
            "TIDEBASE_WEBHOOK_MAX_ATTEMPTS": "3", "TIDEBASE_API_KEY": keys.new("api-key"),
            "TIDEBASE_WEBHOOK_SECRET": keys.new("webhook-secret")}
     monkeypatch.setenv("TIDEBASE_WEBHOOK_SECRET", keys.by_label["webhook-secret"])
+    fmt = ["--log-format", "json", "--log-level", "DEBUG"] if getattr(request, "param", "text") == "json" else []
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", SERVE_AT_DEBUG, "serve", "--port", str(port)], env=env,
+        proc = subprocess.Popen([sys.executable, "-c", SERVE_AT_DEBUG, "serve", "--port", str(port), *fmt], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", proc, dsn, keys.by_label["api-key"])
     wait_for(lambda: proc.poll() is not None or _ready(server))
@@ -370,11 +373,14 @@ def read_library(tide: Tidebase, world: World) -> dict[str, str]:
     return texts
 
 
+@pytest.mark.parametrize("debug_server", ["text", "json"], indirect=True)
 def test_no_answer_stream_cli_output_or_log_line_holds_a_secret(
     debug_server: tuple[Server, Path], receiver: Receiver, keys: Secrets, dsn: str, caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     """No resolve token, channel or recovery secret, webhook secret or API key appears in any GET answer, SSE stream,
-    library read, CLI output or log record, although every one of them was used."""
+    library read, CLI output or log record, although every one of them was used; in the JSON log format too, where
+    every line the server prints is one JSON object (its fields included in the search)."""
     server, log = debug_server
     caplog.set_level(logging.DEBUG, logger="tidebase")
     tide = Tidebase(dsn, lease_seconds=2)
@@ -401,9 +407,14 @@ def test_no_answer_stream_cli_output_or_log_line_holds_a_secret(
     stop_server(server)  # its shutdown is logged too
     texts["server log"] = log.read_text(errors="replace")
     assert "GET /runs/" in texts["server log"] and "token=[redacted]" in texts["server log"]
+    if request.node.callspec.params["debug_server"] == "json":
+        docs = [json.loads(line) for line in texts["server log"].splitlines() if line.strip()]
+        assert any(d["logger"] == "uvicorn.access" for d in docs)
+        assert any(d["logger"].startswith("tidebase") for d in docs)
     records = [r for r in caplog.records if r.name.startswith("tidebase")]
     assert records, "the library logged nothing"
     texts["library log"] = "\n".join(logging.Formatter().format(r) for r in records)  # tracebacks included
+    texts["library log, json"] = "\n".join(JsonFormatter().format(r) for r in records)  # every field included
     leaks = keys.found_in(texts)
     assert leaks == [], "\n".join(f"{label} in {where}" for where, label in leaks)
     created = [d for d in detail.json()["channelDeliveries"] if d["eventType"] == "gate.created"]

@@ -16,9 +16,9 @@ Q = load_queries()
 
 def test_tick_and_claim_use_indexes_on_200k_runs(db: psycopg.Connection[Any]) -> None:
     """200,000 runs, almost all finished: recover_expired, recovery webhooks for expired leases, cancel_overdue,
-    claim_runs, push dispatch, due schedules and the outbox claim plan index scans (runs_lease_expiry,
-    runs_webhook_lease_expiry, runs_deadline, runs_queue_due, schedules_due, outbox_due), and no plan sorts runs:
-    every ORDER BY over runs, the claim order included, is an index order."""
+    claim_runs, push dispatch, due schedules, the outbox claim and a retention batch plan index scans
+    (runs_lease_expiry, runs_webhook_lease_expiry, runs_deadline, runs_queue_due, schedules_due, outbox_due,
+    runs_retention), and no plan sorts runs: every ORDER BY over runs, the claim order included, is an index order."""
     db.execute("""
         INSERT INTO tidebase.runs (id, workflow, status, input_hash, queue, available_at, lease_expires_at,
                                    deadline_at, lease_owner)
@@ -48,13 +48,15 @@ def test_tick_and_claim_use_indexes_on_200k_runs(db: psycopg.Connection[Any]) ->
                                      "lease_ms": 1000}).fetchall()
         db.execute(Q["due_schedules"], {"limit": 100}).fetchall()
         db.execute(Q["claim_deliveries"], {"limit": 10, "hold_ms": 1000}).fetchall()
+        db.execute(Q["gc_batch"], {"cutoff": "infinity", "statuses": ["completed", "failed", "cancelled"],
+                                   "after_at": None, "after_id": None, "limit": 100, "dry_run": True}).fetchall()
     text = "\n".join(plans)
     assert len(plans) >= 5
     assert not re.search(r"Seq Scan on runs", text), text
     # no sort of runs rows: sorting a handful of queue names is fine, sorting a backlog is not
     assert not re.search(r"Sort\s.*\n(?:.*\n){0,2}.*\bon runs\b", text), text
     for index in ("runs_lease_expiry", "runs_webhook_lease_expiry", "runs_deadline", "runs_queue_due",
-                  "schedules_due", "outbox_due"):
+                  "schedules_due", "outbox_due", "runs_retention"):
         assert index in text, f"{index} not used:\n{text}"
     # the time bounds are index conditions (a range of the index), not filters applied to every entry
     assert re.search(r"Index Cond: \(\(deadline_at IS NOT NULL\) AND \(deadline_at < '", text), text

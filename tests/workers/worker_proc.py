@@ -3,7 +3,9 @@
 It registers the test workflows and runs `tide.work` until SIGTERM. Every step execution is recorded in table
 `executions` (created by the test) before the step returns, so the test can tell executions from replays:
 - `chaos`: input {"steps": N, "sleep": S}; each step records its execution, sleeps S seconds, returns the record id;
-- `hold`: like chaos, but step `s{input.hold}` first records, then waits until table `flags` has row input["flag"].
+- `hold`: like chaos, but step `s{input.hold}` first records, then waits until table `flags` has row input["flag"];
+- `cool-off`: input {"seconds": S}; step `prepare` records, then run.sleep("cool-off", S), then step `finish`
+  records; returns how long the sleep call took in the process that passed it (`slept`, seconds).
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ def main(dsn: str, name: str, concurrency: int, lease: float, grace: float) -> N
                 return exec_id
             out.append(run.step(f"s{i}", body))
         return out
+
+    @tide.workflow("cool-off")
+    def cool_off(run: Any, input: Any) -> Any:
+        run.step("prepare", lambda: record(run.run_id, "prepare"))
+        began = time.monotonic()
+        run.sleep("cool-off", input["seconds"])
+        slept = time.monotonic() - began
+        run.step("finish", lambda: record(run.run_id, "finish"))
+        return {"slept": slept}
 
     print(f"ready {os.getpid()}", flush=True)
     tide.work(["default"], concurrency=concurrency, poll_interval=0.05, reconcile_interval=0.2, shutdown_grace=grace)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, LiteralString
 
 from psycopg.rows import dict_row
 
+from tidebase.core import observe as _observe
 from tidebase.core.channels import webhooks_param
 from tidebase.core.deadline import guard
 from tidebase.core.rules import check_name
@@ -223,7 +224,9 @@ class AsyncGates:
         params = {"gate_id": gate_id, "decision": decision, "actor": actor, "payload": payload_text}
         resolved, current = await db.pipeline(
             [("resolve_gate", params), ("get_gate", {"gate_id": gate_id})], gate_id=gate_id)
-        return Gate.from_row((current or resolved)[0])  # read back with its run's status, in the same round trip
+        gate = Gate.from_row((current or resolved)[0])  # read back with its run's status, in the same round trip
+        _observe.observer.gate_resolved(gate.created_at, gate.resolved_at)
+        return gate
 
     async def get(self, gate_id: str) -> Gate:
         """Gate `gate_id` with its run's status (`run_status`). NotFound when it does not exist."""

@@ -16,7 +16,9 @@ from tidebase import __version__
 from tidebase.cli import demo
 from tidebase.cli.common import common_options
 from tidebase.cli.gates import configure_gates
+from tidebase.cli.gc import configure_gc
 from tidebase.cli.mcp import configure_mcp
+from tidebase.cli.metrics import configure_metrics
 from tidebase.cli.output import Output, error, spell
 from tidebase.cli.runs import configure_runs
 from tidebase.cli.worker import configure_worker
@@ -91,7 +93,9 @@ def create_parser() -> argparse.ArgumentParser:
     common = common_options()
     configure_runs(sub, common)
     configure_gates(sub, common)
+    configure_gc(sub, common)
     configure_mcp(sub)
+    configure_metrics(sub)
     from tidebase.server.serve import add_serve_parser  # noqa: PLC0415 - the server package registers its own command
 
     add_serve_parser(sub)

@@ -13,7 +13,9 @@ from tidebase.aio import AsyncTidebase
 from tidebase.cli.output import Output
 from tidebase.client import Tidebase
 from tidebase.errors import ConfigurationError
+from tidebase.ops import metrics
 from tidebase.ops.logs import FORMATS, LEVELS, configure_logging
+from tidebase.settings import Settings
 
 
 def load_app(spec: str) -> Tidebase | AsyncTidebase:
@@ -31,17 +33,35 @@ def load_app(spec: str) -> Tidebase | AsyncTidebase:
         raise ConfigurationError(f"{spec!r} is a {type(app).__name__}, not a Tidebase or AsyncTidebase")
     return app
 
+def _conninfo(app: Tidebase | AsyncTidebase) -> str | None:
+    """The DSN of the app's open database, for the metrics port's gauges (None until it is open)."""
+    db = app.engine._db  # read only: the worker opened it
+    conninfo = None if db is None else db.pool.conninfo
+    return conninfo if isinstance(conninfo, str) else None
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     # Before the app is imported: an app that calls logging.basicConfig() then finds logging configured and leaves
     # it as it is, instead of adding a second handler that would print every line twice.
-    configure_logging(args.log_level, args.log_format)
+    fmt = args.log_format or Settings.from_env().log_format
+    if fmt not in FORMATS:
+        raise ConfigurationError(f"TIDEBASE_LOG_FORMAT={fmt!r} is not valid: it takes one of {', '.join(FORMATS)}")
+    configure_logging(args.log_level, fmt)
     app = load_app(args.app)
+    stop_metrics = None
+    if args.metrics_port is not None:  # this worker's instruments, and the database gauges from the app's database
+        stop_metrics = metrics.serve(args.metrics_port, host=args.metrics_host,
+                                     conninfo=lambda: _conninfo(app))
     queues = [q for q in args.queues.split(",") if q]
     options: dict[str, Any] = {"concurrency": args.concurrency, "poll_interval": args.poll_interval,
                                "reconcile_interval": args.reconcile_interval, "shutdown_grace": args.grace,
                                "burst": args.burst}
     is_async = isinstance(app, AsyncTidebase)
-    count = asyncio.run(app.work(queues, **options)) if is_async else app.work(queues, **options)  # type: ignore[arg-type]
+    try:
+        count = asyncio.run(app.work(queues, **options)) if is_async else app.work(queues, **options)  # type: ignore[arg-type]
+    finally:
+        if stop_metrics is not None:
+            stop_metrics.stop()
     Output().line(f"worker stopped after executing {count} run(s)")
     return 0
 
@@ -58,6 +78,9 @@ def configure_worker(sub: Any) -> None:
     p.add_argument("--burst", action="store_true", help="exit once nothing is runnable")
     p.add_argument("--log-level", type=str.upper, choices=LEVELS, default="INFO",
                    help="least important log records printed on stderr (default INFO)")
-    p.add_argument("--log-format", choices=FORMATS, default="text",
-                   help="text lines, or one JSON object per line (default text)")
+    p.add_argument("--log-format", choices=FORMATS, default=None,
+                   help="text lines, or one JSON object per line (default: TIDEBASE_LOG_FORMAT, else text)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port (GET /metrics; 0: any free port)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="bind address of --metrics-port (default 127.0.0.1)")
     p.set_defaults(func=cmd_worker)

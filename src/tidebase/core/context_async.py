@@ -22,9 +22,12 @@ import logging
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from tidebase.core import observe as _observe
 from tidebase.core import serde as _serde
+from tidebase.core import timers_async as _timers
 from tidebase.core._acompat import AEvent, acall, acheck_fn, aevent_wait, ajoin, asleep, aspawn
 from tidebase.core.rules import (
     CURRENT_STEP,
@@ -123,6 +126,7 @@ class AsyncRunContextCore:
         self.workflow: str = row["workflow"]
         self.attempt: int = row["attempt"]
         self.input: Any = row["input"]
+        self.metadata: dict[str, Any] = row.get("metadata") or {}  # as stored at creation
         self.owner = owner
         self.token: int = row["fencing_token"]
         self.state = AsyncState(self)
@@ -157,6 +161,7 @@ class AsyncRunContextCore:
         found interrupted on resume it is re-run only when pure or keyed; otherwise the run is parked and
         ManualReviewRequired is raised. Raises LeaseLost / RunCancelled when this worker may no longer write.
         """
+        called = time.perf_counter()  # the step's latency, for tidebase.core.observe
         self.check_alive()
         check_step_name(name)
         acheck_fn(fn, f"the function of step {name!r}",
@@ -172,6 +177,7 @@ class AsyncRunContextCore:
             if self._checkpoints[key].get("has_usage"):  # report the usage of its execution as saved by this replay
                 await self._db.fetchone("record_saved_usage", {"run_id": self.run_id, "step_key": key},
                                         run_id=self.run_id, step=key)
+            _observe.observer.step_replayed(self, key, time.perf_counter() - called)
             return plan.output
         ident = {"key": key, "name": name, "occurrence": occurrence, "input_hash": input_hash,
                  "contract": contract.as_text()}
@@ -182,7 +188,7 @@ class AsyncRunContextCore:
             if begins:
                 attempt = await self._begin(ident, key)
             try:
-                value = await self._call(fn, key, contract)
+                value = await self._call(fn, key, contract, attempt)
             except _CONTROL_FLOW:
                 raise
             except Exception as exc:  # a failed attempt: recorded, then retried or re-raised
@@ -204,7 +210,7 @@ class AsyncRunContextCore:
                     status, decision = contract.final_failure()
                     await self._fail_step(ident, attempt, status, decision, error_payload(exc))
                 raise
-            await self._complete_step(ident, attempt, text)
+            await self._complete_step(ident, attempt, text, called)
             if step_hook is not None:
                 step_hook("committed", self, key, contract, value)
             return json.loads(text)
@@ -220,26 +226,36 @@ class AsyncRunContextCore:
             )
         return int(attempt)
 
-    async def _call(self, fn: Callable[[], Any], key: str, contract: ResumeContract) -> Any:
-        """Runs a step function with CURRENT_STEP naming it, for the usage it records (and the step hook around it)."""
+    async def _call(self, fn: Callable[[], Any], key: str, contract: ResumeContract, attempt: int) -> Any:
+        """Runs a step function with CURRENT_STEP naming it, for the usage it records (and the step hook around it),
+        inside the observer's step span (the parent of the child runs it starts)."""
         current = CURRENT_STEP.set(key)
+        observed = _observe.observer.step_began(self, key, attempt)
+        raised: BaseException | None = None
         try:
             if step_hook is not None:
                 step_hook("enter", self, key, contract, None)
             value = await acall(fn)
+        except BaseException as exc:
+            raised = exc
+            raise
         finally:
             CURRENT_STEP.reset(current)
+            _observe.observer.step_ended(self, observed, raised)
         if step_hook is not None:
             step_hook("ran", self, key, contract, value)
         return value
 
-    async def _complete_step(self, ident: dict[str, Any], attempt: int, output: str) -> None:
+    async def _complete_step(self, ident: dict[str, Any], attempt: int, output: str, called: float | None = None
+                             ) -> None:
         params = {**ident, "run_id": self.run_id, "token": self.token, "step_id": new_step_id(),
                   "output": output, "attempt": attempt}
         row = await self.fenced("complete_step", params, ident["key"])
         if row is None:  # the fence matched nothing: ask the database why (raises)
             await self.fenced("refuse", {}, ident["key"])
             raise LeaseLost(f"write on run {self.run_id!r} refused", run_id=self.run_id, step=ident["key"])
+        if called is not None:  # the time run.step was called: the step's latency for the observer
+            _observe.observer.step_executed(self, ident["key"], time.perf_counter() - called)
 
     async def _fail_step(
         self, ident: dict[str, Any], attempt: int, status: str, decision: str, error: dict[str, Any]
@@ -248,6 +264,32 @@ class AsyncRunContextCore:
                                    run_id=self.run_id, step=ident["key"])
         await self._write_one("fail_step", {**ident, "attempt": attempt, "status": status, "decision": decision,
                                             "error": error_text}, "step_id", ident["key"])
+
+    # -- durable timers (tidebase.core.timers_async) ----------------------------------------------------------------
+
+    async def sleep(self, name: str, seconds: float | timedelta) -> datetime:
+        """A durable timer: waits until `seconds` after the first execution of timer `name`, by the database clock,
+        and returns that wake time. The wake time is checkpointed under the step key of `name` when the timer first
+        runs and is never moved by a resume (a later call's `seconds` is ignored); once it has passed, every call
+        returns at once, on replay too. A remaining wait of at most `sleep_inline_max_seconds` is waited in this
+        process; a longer one gives the lease back and raises RunSuspended (a worker resumes a queued run at the
+        wake time; any other run resumes when invoked again after it). InvalidArgument for negative or non-finite
+        `seconds` before anything is written."""
+        wait = _timers.timer_seconds(seconds)
+        return await self._timer(name, wait, None)
+
+    async def sleep_until(self, name: str, when: datetime) -> datetime:
+        """`sleep` until the instant `when` (an aware datetime; InvalidArgument for a naive one), fixed when timer
+        `name` first runs. A time already past fires the timer at once."""
+        return await self._timer(name, None, _timers.timer_when(when))
+
+    async def _timer(self, name: str, seconds: float | None, when: datetime | None) -> datetime:
+        # The key is numbered with the steps' counter, so a timer in a loop gets `name#2`, ... like a step would.
+        self.check_alive()
+        check_step_name(name)
+        key, occurrence = self._keys.next(name)
+        return await _timers.wait_timer(self, key, occurrence, name, self._checkpoints.get(key), seconds=seconds,
+                                        wake_at=when)
 
     # -- state and events ------------------------------------------------------------------------------------------
 

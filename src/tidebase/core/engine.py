@@ -22,6 +22,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from tidebase.core import observe as _observe
 from tidebase.core import serde as _serde
 from tidebase.core._acompat import Lock, call, sleep
 from tidebase.core.connect import Timeouts
@@ -121,53 +122,91 @@ class Engine:
         # Held from before the lease can exist until the context has stopped: another acquisition of this process
         # must never judge this owner abandoned (tidebase.core.owners.holder_exited) while it is taken or used.
         hold(owner)
+        began = _observe.observer.invocation_began(run_id, None if create is None else create[1])
         try:
             while True:
                 try:
-                    *_, acquired, checkpoints = db.pipeline(calls, run_id=run_id)
+                    *created, acquired, checkpoints = db.pipeline(calls, run_id=run_id)
                     break
                 except LeaseHeld as exc:
                     if exc.owner != acquire["dead_owner"] and holder_exited(exc.owner):
                         logger.warning("run %s: its lease holder, %s, has exited; taking the run over", run_id,
                                        describe_holder(exc.owner))
                         acquire["dead_owner"] = exc.owner
+                        _observe.observer.lease_takeover(run_id)
                         continue
                     if deadline is None or time.monotonic() >= deadline:
                         raise
                     sleep(min(delay, max(0.0, deadline - time.monotonic())))
                     delay = min(delay * 2, 0.5)
             row = acquired[0]
+            if created and created[0][0]["created"]:
+                _observe.observer.run_created(run_id, row["workflow"], row["parent_id"])
             if row["status"] == "completed":
+                _observe.observer.run_abandoned(began, None)
                 return row["result"]
             ctx = self.context_factory(self, row, {cp["key"]: cp for cp in checkpoints}, owner)
-            return self.execute(ctx, workflow)
+        except BaseException as exc:
+            _observe.observer.run_abandoned(began, exc)
+            raise
+        else:
+            return self.execute(ctx, workflow, began)
         finally:
             drop(owner)
 
-    def execute(self, ctx: RunContextCore, workflow: Callable[..., Any]) -> Any:
+    def execute(self, ctx: RunContextCore, workflow: Callable[..., Any], began: Any = None) -> Any:
         """Runs `workflow(ctx, input)` under the context's lease (with its heartbeat) and records the outcome: the
         result, or the failure (type, message, traceback), re-raised. Nothing is recorded when the context was
-        fenced, cancelled or suspended, or when the database is unreachable."""
+        fenced, cancelled or suspended, or when the database is unreachable. `began`: the observer's handle of an
+        invocation `start()` began (see `tidebase.core.observe`)."""
         db = self.require_database()
         ids = {"run_id": ctx.run_id, "token": ctx.token}
+        observed = _observe.observer.run_started(ctx, began)
+        outcome, error = "interrupted", _NO_ERROR  # until the invocation has a verdict
         ctx.start_heartbeat(self.settings.lease_seconds / 3)
         try:
             try:
                 result = call(workflow, ctx, ctx.input)
                 text = self.encode(result, "result", run_id=ctx.run_id)
-            except _NO_STOP:
+            except _NO_STOP as exc:
+                outcome, error = _stop_outcome(exc), exc
                 raise  # fenced, cancelled, suspended or cut off: this invocation may not record anything
             except BaseException as exc:
+                outcome, error = "failed", exc
                 try:
-                    error = _serde.encode(error_payload(exc), _serde.JsonSerializer(), limit=ERROR_LIMIT,
-                                          what="error", run_id=ctx.run_id)
-                    db.fetchone("fail_run", {**ids, "error": error, "failure_class": None,
-                                                    "max_auto_recoveries": self.settings.max_auto_recoveries},
-                                      run_id=ctx.run_id)
+                    error_text = _serde.encode(error_payload(exc), _serde.JsonSerializer(), limit=ERROR_LIMIT,
+                                               what="error", run_id=ctx.run_id)
+                    failed = db.fetchone("fail_run", {**ids, "error": error_text, "failure_class": None,
+                                                            "max_auto_recoveries": self.settings.max_auto_recoveries},
+                                               run_id=ctx.run_id)
+                    outcome = _FAILED_AS.get(failed["status"], "failed") if failed else "failed"
                 except Exception as record_exc:  # noqa: BLE001 - the workflow's own exception is what the caller must see
                     exc.add_note(f"tidebase: the failure could not be recorded: {record_exc!r}")
                 raise
-            db.fetchone("complete_run", {**ids, "result": text}, run_id=ctx.run_id)
+            try:
+                db.fetchone("complete_run", {**ids, "result": text}, run_id=ctx.run_id)
+            except BaseException as exc:
+                outcome, error = _stop_outcome(exc), exc
+                raise
+            outcome = "completed"
             return json.loads(text)
         finally:
             ctx.stop_heartbeat()
+            _observe.observer.run_ended(ctx, observed, outcome, error)
+
+
+_NO_ERROR: BaseException | None = None
+
+# The outcome an observer is told for the status `fail_run` left the run in.
+_FAILED_AS = {"queued": "requeued", "manual_review": "manual_review", "failed": "failed"}
+
+
+def _stop_outcome(exc: BaseException) -> str:
+    """The observed outcome of an invocation stopped by `exc` without a verdict of its own."""
+    if isinstance(exc, RunCancelled):
+        return "cancelled"
+    if isinstance(exc, RunSuspended):
+        return getattr(exc, "outcome", "suspended")  # a worker's hand-back says `released`
+    if isinstance(exc, LeaseLost):
+        return "lease_lost"
+    return "interrupted"

@@ -27,7 +27,8 @@ RUN_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _OCCURRENCE_SUFFIX = re.compile(r"#\d+$")
 REPLAY_MODES = ("auto", "manual", "never")
-RESERVED_EVENT_PREFIXES = ("run.", "step.", "state.", "gate.", "usage.", "snapshot.", "recovery.")
+RESERVED_EVENT_PREFIXES = ("run.", "step.", "state.", "gate.", "usage.", "snapshot.", "recovery.",
+                           "timer.")
 MAX_NAME = 512
 
 

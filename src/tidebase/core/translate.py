@@ -18,6 +18,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from tidebase import errors
+from tidebase.core import observe as _observe
 from tidebase.core.owners import describe_holder
 
 _BY_SQLSTATE: dict[str, type[errors.TidebaseError]] = {
@@ -113,4 +114,7 @@ def translated(**context: Any) -> Iterator[None]:
     try:
         yield
     except psycopg.Error as exc:
-        raise translate_error(exc, **context) from exc
+        error = translate_error(exc, **context)
+        if not (exc.sqlstate or "").startswith("TB"):  # TB*: a refusal by the rules (LeaseHeld, ...), not a failure
+            _observe.observer.database_error(error)
+        raise error from exc

@@ -9,6 +9,13 @@ owns its process calls `configure_logging()` once, before it imports the user's 
   structured fields (the `extra=` of the call: `event`, `run_id`, `workflow`, `attempt`, `queue`, `duration_ms`,
   ...), plus `exception` when the record carries one.
 
+Run transitions: `run_transition()` writes one line per transition of a run this process drives (created, started,
+completed, failed, requeued, manual_review, cancelled, suspended, lease_lost, interrupted, released, recovered) to
+the `tidebase.runs` logger, with the fields `event` (`run.<transition>`), `run_id`, `workflow` and `attempt` (and
+`outcome`, `error_type`, `duration_ms` where they apply); silence them with that logger's level. Tracebacks in both
+formats are printed by `loggable_traceback` (each message cut to its first line: a database error's DETAIL may quote
+a row with a secret in it).
+
 It also holds the two small formatters the log lines and the command line share (durations, UTC offsets), so that
 both read the same.
 """
@@ -25,7 +32,30 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("text", "json")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is a structured field.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# `color_message` is uvicorn's copy of its message with terminal colours: a second, unfiltered rendering.
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
+
+RUNS = logging.getLogger("tidebase.runs")
+
+
+def run_transition(transition: str, run_id: str, workflow: str | None, attempt: int | None, *,
+                   error: BaseException | None = None, **fields: Any) -> None:
+    """One INFO line on `tidebase.runs` for a transition of run `run_id` (see the module docstring); free when that
+    logger is disabled for INFO. INFO for failures too: the caller gets the exception, and an application that
+    configured no logging must not have its stderr written to (Python prints unhandled WARNING records there)."""
+    level = logging.INFO
+    if not RUNS.isEnabledFor(level):
+        return
+    extra: dict[str, Any] = {"event": f"run.{transition}", "run_id": run_id, "workflow": workflow,
+                             "attempt": attempt, **fields}
+    detail = ""
+    if error is not None:
+        cls = type(error)
+        kind = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+        extra["error_type"] = kind
+        detail = f": {kind}: {(str(error).splitlines() or [''])[0][:200]}"
+    what = f"workflow {workflow}" + ("" if attempt is None else f", attempt {attempt}")
+    RUNS.log(level, "run %s: %s (%s)%s", run_id, transition.replace("_", " "), what, detail, extra=extra)
 
 
 def format_duration(seconds: float) -> str:
@@ -66,6 +96,16 @@ class TextFormatter(logging.Formatter):
         local = datetime.fromtimestamp(record.created).astimezone()
         return f"{local:%Y-%m-%d %H:%M:%S}.{int(record.msecs):03d} {format_offset(local)}"
 
+    def formatException(self, ei: Any) -> str:
+        return _traceback(ei)
+
+
+def _traceback(ei: Any) -> str:
+    """A record's traceback with each message cut to its first line (see the module docstring)."""
+    from tidebase.core.translate import loggable_traceback  # noqa: PLC0415 - only records with a traceback need it
+
+    return loggable_traceback(ei[1]) if ei and ei[1] is not None else ""
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line (see the module docstring)."""
@@ -79,7 +119,7 @@ class JsonFormatter(logging.Formatter):
         }
         doc.update(fields_of(record))
         if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
+            doc["exception"] = _traceback(record.exc_info)
         return json.dumps(doc, ensure_ascii=False, default=str)
 
 

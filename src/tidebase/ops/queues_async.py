@@ -19,6 +19,8 @@ from tidebase.core.channels import recovery_param, webhooks_param
 from tidebase.core.rules import check_name, check_run_id, new_run_id
 from tidebase.errors import InvalidArgument
 from tidebase.models import Run
+from tidebase.ops import tracing
+from tidebase.ops.logs import run_transition
 from tidebase.ops.records import QueueInfo
 
 if TYPE_CHECKING:
@@ -72,8 +74,11 @@ async def enqueue(
         "lease_ms": engine.lease_ms, "webhooks": webhooks_param(webhooks),
     }
     params["recovery_webhook"], params["recovery_secret"] = recovery_param(recovery_webhook)
+    tracing.inject_current(params)  # the worker's invocation becomes a child of the caller's span
     row = await db.fetchone("enqueue_run", params, run_id=run_id)
     assert row is not None
+    if row["created"]:
+        run_transition("created", row["id"], workflow, None, queue=queue)
     return Run.from_row(row)
 
 

@@ -11,11 +11,17 @@ tick costs the same on a million runs as on ten and a competing reconciler can n
 no network I/O while it holds the lock: webhook deliveries are made afterwards, by `tidebase.webhooks`.
 
 Recovery latency after a crash is bounded by the lease length plus one tick interval.
+
+With `settings.retention_seconds` set, a tick also runs retention (`tidebase.ops.retention`): at most
+RETENTION_BATCHES_PER_TICK batches of `batch` roots, continuing where the previous tick stopped, so one tick's work
+stays bounded however large the backlog, and only the process holding the lock does it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
@@ -24,7 +30,9 @@ from tidebase.core.deadline import guard
 from tidebase.core.owners import process_label
 from tidebase.core.translate import translated
 from tidebase.ops.cron import CronError
+from tidebase.ops.metrics import METRICS
 from tidebase.ops.records import TickResult
+from tidebase.ops.retention import collect_garbage
 from tidebase.ops.schedules import plan_fires
 
 if TYPE_CHECKING:
@@ -33,6 +41,9 @@ if TYPE_CHECKING:
     from tidebase.core.session import EngineOwner
 
 logger = logging.getLogger("tidebase.reconciler")
+
+# Retention batches per tick: bounds how long a tick holds the reconciler's lock (and delays recovery) on a backlog.
+RETENTION_BATCHES_PER_TICK = 4
 
 
 class Reconciler:
@@ -44,6 +55,8 @@ class Reconciler:
         self.actor = actor or f"reconciler:{process_label()}"
         self.batch = batch
         self.interval = interval
+        # Where the periodic retention continues (None: from the oldest run).
+        self._retention_cursor: tuple[datetime, str] | None = None
 
     def tick(self) -> TickResult:
         """Runs one pass if this process wins the reconciler lock. Safe to call from several processes at once.
@@ -51,9 +64,16 @@ class Reconciler:
         The whole pass is bounded by the client deadline (see `tidebase._deadline`): a stalled connection makes the
         tick raise DatabaseUnavailable instead of hanging, and the advisory lock goes with the dead session."""
         db = self._engine.database()
-        with translated():
-            with db.pool.connection() as conn:
-                return self._tick(conn)
+        began = time.perf_counter()
+        result: TickResult | None = None
+        try:
+            with translated():
+                with db.pool.connection() as conn:
+                    result = self._tick(conn)
+                    return result
+        finally:
+            METRICS.reconciler_tick.observe(time.perf_counter() - began,
+                                            ("true" if result is not None and result.active else "false",))
 
     def _tick(self, conn: Connection[Any]) -> TickResult:
         db = self._engine.require_database()
@@ -74,6 +94,7 @@ class Reconciler:
         _all(conn, queries["prune_listeners"], {})
         for rec in _all(conn, queries["recover_expired"], params):
             result.recovered.append(rec["run_id"])
+            METRICS.recoveries.inc()
             logger.info("run %s: lease of %s expired; requeued (recovery %s)", rec["run_id"], rec["previous_owner"],
                         rec["id"], extra={"event": "run.recovered", "run_id": rec["run_id"],
                                           "previous_owner": rec["previous_owner"], "recovery_id": rec["id"]})
@@ -103,6 +124,16 @@ class Reconciler:
                 if missed:
                     logger.warning("schedule %s: %d fire time(s) missed before %s", sched["name"], len(missed),
                                    fire_at)
+        retention = self._engine.settings.retention_seconds
+        if retention:
+            result.retention = collect_garbage(
+                self._engine, older_than=retention, batch=self.batch, max_batches=RETENTION_BATCHES_PER_TICK,
+                cursor=self._retention_cursor, conn=conn)
+            self._retention_cursor = result.retention.cursor
+            if result.retention.runs:
+                logger.info("retention: deleted %d run(s) in %d tree(s)", result.retention.runs,
+                            result.retention.trees, extra={"event": "retention.deleted",
+                                                           "runs": result.retention.runs})
         return result
 
 

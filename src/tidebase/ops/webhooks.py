@@ -36,6 +36,7 @@ from tidebase._version import __version__
 from tidebase.core.connect import Timeouts, tuned_conninfo
 from tidebase.core.deadline import guard
 from tidebase.errors import DatabaseUnavailable, NotFound, TidebaseError
+from tidebase.ops.metrics import METRICS
 from tidebase.ops.render import delivery_body
 from tidebase.settings import Settings
 from tidebase.sql import load_queries
@@ -164,6 +165,11 @@ class Dispatcher:
             retry = status is None or status in RETRY_STATUSES or status >= 500
             wait = retry_delay(row["attempts"], retry_after, self.backoff)
             duration = int((time.monotonic() - t0) * 1000)
+            # the same rule as tidebase.record_delivery: a retryable failure is tried again while attempts remain
+            limit = row.get("max_attempts") or self.max_attempts or 1
+            limit = min(limit, self.max_attempts) if self.max_attempts else limit
+            final = not ok and (not retry or row["attempts"] >= limit)
+            METRICS.webhook_deliveries.inc(("delivered" if ok else "failed" if final else "retry",))
             with psycopg.connect(self.conninfo, autocommit=True) as conn, guard(conn, self.timeouts.deadline):
                 conn.execute(self._queries["record_delivery"], {
                     "id": row["id"], "attempt": row["attempts"], "started_at": started, "duration_ms": duration,

@@ -39,7 +39,7 @@ from tidebase.errors import (
     RunSuspended,
     TidebaseError,
 )
-from tidebase.ops.logs import format_duration
+from tidebase.ops.logs import format_duration, run_transition
 from tidebase.ops.reconciler_async import AsyncReconciler
 from tidebase.ops.webhooks import Dispatcher
 
@@ -56,6 +56,8 @@ UNSERVED_LIMIT = 20
 
 class _Released(RunSuspended):
     """the worker is shutting down: the run goes back to its queue"""
+
+    outcome = "released"  # what the engine reports to tidebase.core.observe
 
 
 class AsyncWorkerApp(Protocol):
@@ -197,6 +199,7 @@ class AsyncWorker:
                 await db.fetchone("release_run", {"run_id": run_id, "token": row["fencing_token"],
                                                   "reason": "worker shutdown"}, run_id=run_id)
                 logger.info("run %s released back to its queue", run_id, extra={"event": "run.released", **fields})
+                run_transition("requeued", run_id, row["workflow"], row["attempt"], queue=row["queue"])
             except TidebaseError as exc:
                 logger.warning("run %s could not be released: %s", run_id, exc)
         except DatabaseUnavailable as exc:

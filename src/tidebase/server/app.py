@@ -27,7 +27,17 @@ from tidebase.core.migrate_async import ensure_schema
 from tidebase.errors import DatabaseError, TidebaseError
 from tidebase.mcp.http import HttpDoor
 from tidebase.ops import render
-from tidebase.server import openapi, routes_gates, routes_queues, routes_runs, routes_state, routes_steps, sse, studio
+from tidebase.server import (
+    metrics,
+    openapi,
+    routes_gates,
+    routes_queues,
+    routes_runs,
+    routes_state,
+    routes_steps,
+    sse,
+    studio,
+)
 from tidebase.server.background import background
 from tidebase.server.common import Services, path, path_or_none, services
 from tidebase.server.errors import WITH_RUN, invalid, lookup
@@ -134,6 +144,7 @@ def create_app(settings: Settings | None = None) -> Any:
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
+        metrics.ROUTE,  # docs/operations.md#metrics: behind the API key unless TIDEBASE_METRICS_PUBLIC=1
         Route("/openapi.json", openapi.serve, methods=["GET"]),
         Route("/runs/{run_id}/events", events, methods=["GET"]),
         *routes_steps.ROUTES, *routes_gates.ROUTES, *routes_state.ROUTES, *routes_runs.ROUTES,
@@ -145,5 +156,5 @@ def create_app(settings: Settings | None = None) -> Any:
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: handle_http, TidebaseError: handle_error,
                                         Exception: handle_error, DatabaseError: handle_error})
-    return CloseUnread(Cors(Auth(BodyLimit(RawPath(app), cfg.max_body_bytes, cfg.body_timeout_seconds),
-                                 cfg.api_key), cfg.cors_origin))
+    return metrics.public(CloseUnread(Cors(Auth(BodyLimit(RawPath(app), cfg.max_body_bytes, cfg.body_timeout_seconds),
+                                                cfg.api_key), cfg.cors_origin)), app, cfg.metrics_public)

@@ -23,6 +23,7 @@ from typing import Any
 
 from psycopg.types.numeric import Int8
 
+from tidebase.core import observe
 from tidebase.core import serde as _serde
 from tidebase.core.channels import webhooks_param
 from tidebase.core.db_async import AsyncDatabase, Params, Row
@@ -315,8 +316,10 @@ class AsyncWire:
         if token is not None and not hmac.compare_digest(token_hash(token), gate["token_hash"]):
             raise InvalidToken("invalid resolve token")
         try:
-            return await self._one("resolve_gate", {"gate_id": gate_id, "decision": decision, "actor": actor,
-                                                    "payload": dumps({} if payload is None else payload)})
+            row = await self._one("resolve_gate", {"gate_id": gate_id, "decision": decision, "actor": actor,
+                                                   "payload": dumps({} if payload is None else payload)})
+            observe.observer.gate_resolved(row["created_at"], row["resolved_at"])  # tidebase_gate_wait_seconds
+            return row
         except GateAlreadyResolved as exc:
             if exc.decision == decision:
                 return await self.get_gate(run_id, gate_id)
