@@ -126,7 +126,7 @@ class ResumeContract:
     @classmethod
     def build(cls, side_effects: Any, idempotency_key: str | None, replay: str | None) -> ResumeContract:
         """The contract of `run.step`'s arguments, validated (InvalidArgument)."""
-        if side_effects is None and idempotency_key is None and replay is None:
+        if (side_effects is None or side_effects == ()) and idempotency_key is None and replay is None:
             return PURE  # most steps: no validation to do, and no new object on the hot path
         if isinstance(side_effects, str):
             side_effects = (side_effects,)

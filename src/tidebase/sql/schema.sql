@@ -2378,9 +2378,13 @@ $function$;
 
 CREATE OR REPLACE FUNCTION tidebase.ring(p_run_id text)
  RETURNS void
- LANGUAGE sql
+ LANGUAGE plpgsql
 AS $function$
-    SELECT pg_notify('tidebase_events', p_run_id) WHERE EXISTS (SELECT 1 FROM tidebase.listeners)
+BEGIN
+    IF EXISTS (SELECT 1 FROM tidebase.listeners) THEN
+        PERFORM pg_notify('tidebase_events', p_run_id);
+    END IF;
+END
 $function$;
 
 CREATE OR REPLACE FUNCTION tidebase.runs_webhooks()

@@ -6,9 +6,15 @@
 -- the source of truth); rows of sessions that ended are pruned at every registration. Postgres delivers a
 -- notification only when the transaction that sent it commits, so a reader is never woken for an uncommitted event.
 
+-- PL/pgSQL, not SQL: a SQL function this shape cannot be inlined, so each call would plan its query again, which
+-- measured 0.05 ms of server time per step (a third of the step's statement); PL/pgSQL keeps the plan per session.
 CREATE OR REPLACE FUNCTION tidebase.ring(p_run_id text) RETURNS void
-LANGUAGE sql AS $$
-    SELECT pg_notify('tidebase_events', p_run_id) WHERE EXISTS (SELECT 1 FROM tidebase.listeners)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM tidebase.listeners) THEN
+        PERFORM pg_notify('tidebase_events', p_run_id);
+    END IF;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION tidebase.register_listener(p_channel text) RETURNS void
