@@ -4,6 +4,7 @@ replayed steps and gates; the database gauges of queues; `GET /metrics` of a rea
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -18,8 +19,10 @@ import psycopg
 import pytest
 
 from tidebase import DatabaseError, NotFound, RunSuspended, Tidebase
+from tidebase.core.db_async import AsyncDatabase
 from tidebase.ops import metrics
 from tidebase.ops.metrics import METRICS, Metrics, parse
+from tidebase.server.http_engine import AsyncWire
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "server"))
 from server_proc import free_port, start_server, stop_server, wait_for
@@ -208,3 +211,25 @@ def test_an_in_process_endpoint_reads_the_dsn_at_each_scrape(tide: Tidebase, dsn
         assert sample(text, "tidebase_queue_depth", queue="ipq") == 1
     finally:
         served.stop()
+
+
+def test_runs_driven_over_the_http_door_are_counted(dsn: str) -> None:
+    """begin, complete and fail over the HTTP door count as the library's invocations do: a start per lease taken,
+    then the verdict of that invocation (the telemetry observer is installed by importing tidebase.ops, above)."""
+
+    async def scenario() -> None:
+        db = await AsyncDatabase.connect(dsn, min_size=1, max_size=2)
+        wire = AsyncWire(db)
+        try:
+            await wire.create_run("h-1", "over-http", None, {})
+            await wire.begin("h-1", "w1")
+            await wire.fail("h-1", "w1", {"message": "no"}, None)
+            await wire.begin("h-1", "w2")
+            await wire.complete("h-1", "w2", {"ok": True})
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+    assert METRICS.runs_started.value(("over-http",)) == 2
+    assert METRICS.runs_failed.value(("over-http", "failed")) == 1
+    assert METRICS.runs_completed.value(("over-http",)) == 1

@@ -43,6 +43,11 @@ class Observer:
         """The invocation ended with `outcome`: completed, failed, requeued (failed, retried later), manual_review,
         cancelled, suspended, lease_lost or interrupted (the database went away); `error` is what it raised."""
 
+    def door_run(self, run: dict[str, Any], outcome: str) -> None:
+        """A run driven over the HTTP door changed state: `started` (begin took the lease), `completed`, `failed`,
+        `requeued` or `manual_review`. `run` is the run's row after the change (`id`, `workflow`,
+        `attempt`). The library's invocations are reported by `run_started` / `run_ended` instead."""
+
     def run_abandoned(self, handle: Any, error: BaseException | None) -> None:
         """An invocation whose `invocation_began` handle never reached `run_started` (the lease was held, the run
         was already completed, the database refused)."""

@@ -75,6 +75,18 @@ class Telemetry(observe.Observer):
             except Exception:
                 logger.debug("tracing failed", exc_info=True)
 
+    def door_run(self, run: dict[str, Any], outcome: str) -> None:
+        label = METRICS.workflow(run["workflow"])
+        if outcome == "started":
+            METRICS.runs_started.inc((label,))
+        elif outcome == "completed":
+            METRICS.runs_completed.inc((label,))
+        elif outcome in _STOPS:
+            METRICS.runs_stopped.inc((label, outcome))
+        else:
+            METRICS.runs_failed.inc((label, outcome))
+        run_transition(outcome, run["id"], run["workflow"], run["attempt"])
+
     def run_abandoned(self, handle: Any, error: BaseException | None) -> None:
         try:
             tracing.ended(handle, "abandoned" if error is not None else "already_completed", error)

@@ -43,6 +43,8 @@ from tidebase.errors import (
 
 _JSON = _serde.JsonSerializer()
 RETRIES = 3  # tries of a statement the database aborted for a conflict with a concurrent one
+# The transition a run failed over HTTP made, by the status `fail_run` left it in (as the library reports them).
+_FAILED_AS = {"queued": "requeued", "manual_review": "manual_review", "failed": "failed"}
 
 
 def dumps(value: Any) -> str:
@@ -158,18 +160,24 @@ class AsyncWire:
         row = await self._one("http_begin", {"run_id": run_id, "owner": owner, "lease_ms": self.lease_ms})
         if row["status"] == "cancelled":  # cancelled just now for its deadline (committed)
             raise RunCancelled(f"run {run_id!r} is cancelled", reason=row["cancel_reason"], run_id=run_id)
+        if row["status"] == "running":  # not a completed run returned as it is
+            observe.observer.door_run(row, "started")
         return row
 
     async def heartbeat(self, run_id: str, owner: str) -> Row:
         return await self._one("http_heartbeat", {"run_id": run_id, "owner": owner})
 
     async def complete(self, run_id: str, owner: str | None, result: Any) -> Row:
-        return await self._one("http_complete_run", {"run_id": run_id, "owner": owner, "result": dumps(result)})
+        row = await self._one("http_complete_run", {"run_id": run_id, "owner": owner, "result": dumps(result)})
+        observe.observer.door_run(row, "completed")
+        return row
 
     async def fail(self, run_id: str, owner: str | None, error: Any, failure_class: str | None) -> Row:
-        return await self._one("http_fail_run", {"run_id": run_id, "owner": owner, "error": dumps(error),
-                                                 "failure_class": failure_class,
-                                                 "max_auto_recoveries": self.max_auto_recoveries})
+        row = await self._one("http_fail_run", {"run_id": run_id, "owner": owner, "error": dumps(error),
+                                                "failure_class": failure_class,
+                                                "max_auto_recoveries": self.max_auto_recoveries})
+        observe.observer.door_run(row, _FAILED_AS.get(row["status"], "failed"))
+        return row
 
     async def cancel(self, run_id: str, reason: str | None, actor: str | None) -> Row:
         return await self._one("cancel_run", {"run_id": run_id, "reason": reason, "actor": actor})
