@@ -47,17 +47,27 @@ def test_a_step_updates_the_run_row_heap_only(db: psycopg.Connection[Any]) -> No
 
 
 def test_the_library_keeps_its_lease_by_heartbeat(dsn: str, db: psycopg.Connection[Any]) -> None:
-    """A workflow whose steps take longer than the lease keeps it: the heartbeat renews it, not the steps."""
+    """A workflow whose steps together take longer than the lease keeps it live: the heartbeat renews it, not the
+    steps. Each step's function reads the lease from the database after working longer than a third of it; 1.2 s
+    after the lease was taken, with no renewal, a 0.6 s lease would have expired."""
     tide = Tidebase(dsn, lease_seconds=0.6)
+    live: list[bool] = []
+
+    def work() -> None:
+        time.sleep(0.4)  # the step's own work, longer than the heartbeat's interval (0.2 s)
+        row = db.execute("SELECT lease_expires_at > tidebase.now() FROM tidebase.runs WHERE id = 'slow'").fetchone()
+        live.append(bool(row and row[0]))
+
     try:
         def wf(run: Any, input: Any) -> Any:
             for i in range(3):
-                run.step(f"s{i}", lambda: time.sleep(0.4))
+                run.step(f"s{i}", work)
             return "done"
 
         assert tide.run("wf", wf, run_id="slow") == "done"
     finally:
         tide.close()
+    assert live == [True, True, True]
     assert db.execute("SELECT status, attempt FROM tidebase.runs WHERE id = 'slow'").fetchone() == ("completed", 1)
 
 

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from fix_probe import wait_until
 from tidebase import InputMismatch, InvalidArgument, RunCancelled, RunSuspended, Settings
 from tidebase.client_async import AsyncTidebase
 
@@ -248,7 +249,13 @@ async def test_a_timer_and_a_step_never_share_a_key(atide: AsyncTidebase) -> Non
 async def test_a_cancelled_run_stops_its_in_process_wait(dsn: str, db: psycopg.Connection[Any]) -> None:
     """A run cancelled by another client during an in-process wait does not sleep on: the heartbeat learns of the
     cancellation and the wait ends with RunCancelled, leaving the timer unfired."""
-    canceller = threading.Timer(0.3, lambda: db.execute("SELECT tidebase.cancel_run('cancel-1', 'enough', 'test')"))
+    def cancel_once_waiting() -> None:
+        # the timer's row is committed before the in-process wait starts: its existence proves the run waits
+        wait_until(lambda: db.execute("SELECT 1 FROM tidebase.steps WHERE run_id = 'cancel-1' AND key = 'nap'")
+                   .fetchone() is not None, "the timer to start")
+        db.execute("SELECT tidebase.cancel_run('cancel-1', 'enough', 'test')")
+
+    canceller = threading.Thread(target=cancel_once_waiting)
 
     async def wf(run: Any, input: Any) -> Any:
         canceller.start()

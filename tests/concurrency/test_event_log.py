@@ -7,6 +7,7 @@ queued behind it (proven in pg_stat_activity), so every one of them really conte
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -79,7 +80,7 @@ def test_a_refused_write_leaves_no_gap(tide: Tidebase, db: psycopg.Connection[An
         assert row is not None
         ident = {"key": "once", "name": "once", "occurrence": 1, "input_hash": row[0], "contract": "{}"}
         with pytest.raises(Conflict):
-            run._complete_step(ident, 2, '"other output"')
+            run._complete_step(ident, 2, '"other output"', time.perf_counter())
         return run.emit("agent.after", {})
 
     seq_after = tide.run("w", wf, run_id="gap-1")

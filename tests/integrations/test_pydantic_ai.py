@@ -145,8 +145,9 @@ async def test_an_approval_is_a_gate_that_survives_suspension(atide: AsyncTideba
 
 
 def test_a_rejection_reaches_the_model_and_the_tool_never_runs(tide: Tidebase) -> None:
-    """A rejected gate becomes the framework's denial, worded by the gate's payload: the model sees it, the refund
-    never runs, and a blocking gate (suspend=False) is decided without suspending the run."""
+    """A rejected gate becomes the framework's denial, worded by the gate's payload: the model sees it and the refund
+    never runs. The gate blocks (suspend=False) until its wait times out (approval_timeout=0 here), which suspends the
+    run all the same; the decision taken meanwhile reaches the model when the run resumes."""
     desk = Desk()
     durable = desk.agent(approval=True, suspend=False, approval_timeout=0)
 

@@ -100,7 +100,7 @@ IDENTITY_COLUMNS = {
 # The hot statements: named queries and functions run per step, state write, event, lease, gate or child of a live
 # run (library and HTTP doors). Everything they call, and the triggers their writes fire, is hot too.
 HOT_QUERIES = (
-    "create_run", "acquire_run", "load_checkpoints", "complete_step", "refuse", "start_step", "fail_step",
+    "create_run", "acquire_run", "load_checkpoints", "complete_step", "start_step", "fail_step",
     "complete_run", "fail_run", "renew_lease", "append_event", "write_state", "get_state", "get_run", "begin_gate",
     "resolve_gate", "get_gate", "suspend_run", "create_child", "record_usage", "record_saved_usage", "events_after",
     "release_run", "sleep_timer", "langgraph_put", "langgraph_put_writes", "langgraph_release",

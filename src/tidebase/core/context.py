@@ -246,16 +246,12 @@ class RunContextCore:
             step_hook("ran", self, key, contract, value)
         return value
 
-    def _complete_step(self, ident: dict[str, Any], attempt: int, output: str, called: float | None = None
-                             ) -> None:
-        params = {**ident, "run_id": self.run_id, "token": self.token, "step_id": new_step_id(),
-                  "output": output, "attempt": attempt}
-        row = self.fenced("complete_step", params, ident["key"])
-        if row is None:  # the fence matched nothing: ask the database why (raises)
-            self.fenced("refuse", {}, ident["key"])
-            raise LeaseLost(f"write on run {self.run_id!r} refused", run_id=self.run_id, step=ident["key"])
-        if called is not None:  # the time run.step was called: the step's latency for the observer
-            _observe.observer.step_executed(self, ident["key"], time.perf_counter() - called)
+    def _complete_step(self, ident: dict[str, Any], attempt: int, output: str, called: float) -> None:
+        """Commits the step's checkpoint (`tidebase.complete_step`, which raises the reason of any refusal) and
+        tells the observer the step's latency since `called`, the time run.step was called."""
+        self.fenced("complete_step", {**ident, "step_id": new_step_id(), "output": output, "attempt": attempt},
+                          ident["key"])
+        _observe.observer.step_executed(self, ident["key"], time.perf_counter() - called)
 
     def _fail_step(
         self, ident: dict[str, Any], attempt: int, status: str, decision: str, error: dict[str, Any]

@@ -179,7 +179,7 @@ class Engine:
                     failed = db.fetchone("fail_run", {**ids, "error": error_text, "failure_class": None,
                                                             "max_auto_recoveries": self.settings.max_auto_recoveries},
                                                run_id=ctx.run_id)
-                    outcome = _FAILED_AS.get(failed["status"], "failed") if failed else "failed"
+                    outcome = _observe.FAILED_AS.get(failed["status"], "failed") if failed else "failed"
                 except Exception as record_exc:  # noqa: BLE001 - the workflow's own exception is what the caller must see
                     exc.add_note(f"tidebase: the failure could not be recorded: {record_exc!r}")
                 raise
@@ -197,8 +197,6 @@ class Engine:
 
 _NO_ERROR: BaseException | None = None
 
-# The outcome an observer is told for the status `fail_run` left the run in.
-_FAILED_AS = {"queued": "requeued", "manual_review": "manual_review", "failed": "failed"}
 
 
 def _stop_outcome(exc: BaseException) -> str:

@@ -16,6 +16,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+# The outcome an observer is told for the status `tidebase.fail_run` left a run in (both doors).
+FAILED_AS = {"queued": "requeued", "manual_review": "manual_review", "failed": "failed"}
+
 
 class Observer:
     """Receives the transitions of the core; this base ignores them all (the default until one is installed).

@@ -334,7 +334,10 @@ class Tools:
         1,000 characters of JSON; get_step shows up to 20,000)."""
         with tool_errors(self.redactor):
             overview = await self.tide.insights.overview(run_id, children=1)
-            steps = await self.tide.insights.steps(run_id, offset=offset, limit=limit)
+            # one more than asked: whether a next page exists is read with the page, not from the separate count
+            # (a running run may add steps between the two reads)
+            fetched = await self.tide.insights.steps(run_id, offset=offset, limit=limit + 1)
+            steps = fetched[:limit]
             got = views.page(steps, views.step, "steps")
             end = offset + len(got.docs)
             note = None
@@ -343,7 +346,7 @@ class Tools:
                         f"{views.MAX_RESULT_CHARS} characters; continue with offset={end}")
             return self._out(StepPage, {
                 "run_id": run_id, "total": overview.step_count, "offset": offset, "steps": got.docs,
-                "next_offset": end if end < overview.step_count else None, "truncated": got.truncated,
+                "next_offset": end if got.cut or len(fetched) > limit else None, "truncated": got.truncated,
                 "note": note})
 
     async def get_step(

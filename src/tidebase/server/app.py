@@ -27,6 +27,7 @@ from tidebase.core.migrate_async import ensure_schema
 from tidebase.errors import DatabaseError, TidebaseError
 from tidebase.mcp.http import HttpDoor
 from tidebase.ops import render
+from tidebase.ops.metrics import METRICS
 from tidebase.server import (
     metrics,
     openapi,
@@ -118,6 +119,7 @@ async def events(request: Request) -> Response:
 def create_app(settings: Settings | None = None) -> Any:
     """The ASGI application; `settings` default to the environment."""
     cfg = settings or Settings.from_env()
+    METRICS.max_workflows = cfg.metrics_max_workflows  # the HTTP door's runs are labelled under the same cap
     public_url = cfg.resolved_public_url
     lease_ms = int(cfg.http_lease_seconds * 1000)
     mcp_door = HttpDoor(cfg)  # /mcp (docs/mcp.md), when the `mcp` extra is installed

@@ -43,8 +43,6 @@ from tidebase.errors import (
 
 _JSON = _serde.JsonSerializer()
 RETRIES = 3  # tries of a statement the database aborted for a conflict with a concurrent one
-# The transition a run failed over HTTP made, by the status `fail_run` left it in (as the library reports them).
-_FAILED_AS = {"queued": "requeued", "manual_review": "manual_review", "failed": "failed"}
 
 
 def dumps(value: Any) -> str:
@@ -169,14 +167,15 @@ class AsyncWire:
 
     async def complete(self, run_id: str, owner: str | None, result: Any) -> Row:
         row = await self._one("http_complete_run", {"run_id": run_id, "owner": owner, "result": dumps(result)})
-        observe.observer.door_run(row, "completed")
+        if row.pop("completed_now"):  # a retry of a completion is not a transition
+            observe.observer.door_run(row, "completed")
         return row
 
     async def fail(self, run_id: str, owner: str | None, error: Any, failure_class: str | None) -> Row:
         row = await self._one("http_fail_run", {"run_id": run_id, "owner": owner, "error": dumps(error),
                                                 "failure_class": failure_class,
                                                 "max_auto_recoveries": self.max_auto_recoveries})
-        observe.observer.door_run(row, _FAILED_AS.get(row["status"], "failed"))
+        observe.observer.door_run(row, observe.FAILED_AS.get(row["status"], "failed"))
         return row
 
     async def cancel(self, run_id: str, reason: str | None, actor: str | None) -> Row:

@@ -29,10 +29,6 @@ SELECT key, status, input_hash, output, CASE WHEN status <> 'completed' THEN con
 SELECT tidebase.complete_step(%(run_id)s, %(token)s, %(key)s, %(step_id)s, %(name)s, %(occurrence)s, %(input_hash)s,
                               %(contract)s::jsonb, %(output)s::jsonb, %(attempt)s, false) AS step_id
 
--- name: refuse
--- Raise the reason a fenced write matched no row: TB001 not found, TB004 cancelled, TB007 completed, TB003 lease lost.
-SELECT tidebase.refuse(%(run_id)s, %(token)s)
-
 -- name: start_step
 -- The step decision (tidebase.begin_step) for a step that needs a durable running marker, or that was found
 -- interrupted: the attempt number when it may execute (the marker is committed), null when it was parked for review

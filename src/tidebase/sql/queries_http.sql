@@ -13,8 +13,11 @@ SELECT (c.run).*, c.created
 SELECT * FROM tidebase.renew_lease(%(run_id)s, tidebase.token_of(%(run_id)s, %(owner)s))
 
 -- name: http_complete_run
--- Complete the run under the owner's token (any caller of a running run when no owner is given).
-SELECT * FROM tidebase.complete_run(%(run_id)s, tidebase.token_of(%(run_id)s, %(owner)s, true), %(result)s::jsonb)
+-- Complete the run under the owner's token (any caller of a running run when no owner is given). `completed_now` is
+-- false for a safe retry (the run was completed already; the statement's snapshot is taken before the call).
+WITH before AS (SELECT status FROM tidebase.runs WHERE id = %(run_id)s)
+SELECT c.*, (SELECT status FROM before) IS DISTINCT FROM 'completed' AS completed_now
+  FROM tidebase.complete_run(%(run_id)s, tidebase.token_of(%(run_id)s, %(owner)s, true), %(result)s::jsonb) c
 
 -- name: http_fail_run
 -- Fail the run under the owner's token (any caller of a running run when no owner is given).

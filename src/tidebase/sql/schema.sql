@@ -1263,7 +1263,8 @@ DECLARE
     r tidebase.runs%ROWTYPE;
     v_seq bigint;
 BEGIN
-    SELECT * INTO src FROM tidebase.runs WHERE id = p_source_id;
+    -- KEY SHARE: a retention batch deleting the source finishes first (then: TB001 below), or waits for the fork
+    SELECT * INTO src FROM tidebase.runs WHERE id = p_source_id FOR KEY SHARE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'run % not found', p_source_id USING ERRCODE = 'TB001';
     END IF;
@@ -1903,11 +1904,13 @@ $function$;
 
 CREATE OR REPLACE FUNCTION tidebase.prolong(p_run_id text, p_token bigint)
  RETURNS void
- LANGUAGE sql
+ LANGUAGE plpgsql
 AS $function$
+BEGIN
     UPDATE tidebase.runs SET lease_expires_at = tidebase.now() + lease_ms * interval '1 millisecond'
      WHERE id = p_run_id AND p_token IS NOT NULL AND fencing_token = p_token AND status = 'running'
-       AND lease_expires_at > tidebase.now()
+       AND lease_expires_at > tidebase.now();
+END
 $function$;
 
 CREATE OR REPLACE FUNCTION tidebase.public_delivery(o tidebase.outbox)

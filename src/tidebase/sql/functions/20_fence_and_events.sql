@@ -90,11 +90,14 @@ $$;
 -- Renews the live lease of the holder of p_token to now + the run's lease (an expired lease is never revived, and
 -- another writer's token changes nothing), for the doors whose writes renew the lease. Call it after tidebase.fence,
 -- which holds the run row lock.
+-- PL/pgSQL for the reason tidebase.ring is: it runs on every HTTP step write, and keeps its plan per session.
 CREATE OR REPLACE FUNCTION tidebase.prolong(p_run_id text, p_token bigint) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     UPDATE tidebase.runs SET lease_expires_at = tidebase.now() + lease_ms * interval '1 millisecond'
      WHERE id = p_run_id AND p_token IS NOT NULL AND fencing_token = p_token AND status = 'running'
-       AND lease_expires_at > tidebase.now()
+       AND lease_expires_at > tidebase.now();
+END
 $$;
 
 -- Appends one event to a run whose write the caller has admitted itself, or that any run accepts (usage and recovery

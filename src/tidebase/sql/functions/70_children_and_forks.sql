@@ -55,7 +55,8 @@ DECLARE
     r tidebase.runs%ROWTYPE;
     v_seq bigint;
 BEGIN
-    SELECT * INTO src FROM tidebase.runs WHERE id = p_source_id;
+    -- KEY SHARE: a retention batch deleting the source finishes first (then: TB001 below), or waits for the fork
+    SELECT * INTO src FROM tidebase.runs WHERE id = p_source_id FOR KEY SHARE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'run % not found', p_source_id USING ERRCODE = 'TB001';
     END IF;
