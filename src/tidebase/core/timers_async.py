@@ -86,16 +86,16 @@ async def wait_timer(
         "wake_at": wake_at, "inline_ms": round(run.engine.settings.sleep_inline_max_seconds * 1000),
         "waited": False,
     }
-    while True:
-        row = await run.fenced("sleep_timer", params, key)
-        assert row is not None  # sleep_timer returns one row or raises
-        if row["fired"]:
-            wake: datetime = row["wake_at"]
-            return wake
-        if row["suspended"] is not None:
-            raise _suspend(run, key, row)
+    row = await run.fenced("sleep_timer", params, key)
+    assert row is not None  # sleep_timer returns one row or raises
+    if row["suspended"] is not None:
+        raise _suspend(run, key, row)
+    if not row["fired"]:  # a short wait, here: then the timer fires (with `waited`, whatever the database clock says)
         await _wait(run, (row["wake_at"] - row["db_now"]).total_seconds())
-        params["waited"] = True
+        row = await run.fenced("sleep_timer", {**params, "waited": True}, key)
+        assert row is not None  # with `waited` it fires (or raises)
+    wake: datetime = row["wake_at"]
+    return wake
 
 
 async def _wait(run: AsyncRunContextCore, seconds: float) -> None:
