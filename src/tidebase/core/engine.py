@@ -27,7 +27,7 @@ from tidebase.core import serde as _serde
 from tidebase.core._acompat import Lock, call, sleep
 from tidebase.core.connect import Timeouts
 from tidebase.core.context import RunContextCore
-from tidebase.core.db import Database
+from tidebase.core.db import Database, Row
 from tidebase.core.dsn import resolve_dsn
 from tidebase.core.migrate import ensure_schema
 from tidebase.core.owners import describe_holder, drop, hold, holder_exited, new_owner
@@ -103,6 +103,31 @@ class Engine:
             self._db.close()
             self._db = None
 
+    def acquire(
+        self, db: Database, calls: list[tuple[str, dict[str, Any]]], acquire: dict[str, Any],
+        deadline: float | None,
+    ) -> list[list[Row]]:
+        """Runs `calls`, one of which is `acquire_run` with the parameters `acquire`, in one round trip, and returns
+        their rows. While another owner holds a live lease (LeaseHeld) it waits, with backoff, until `deadline` (a
+        time.monotonic() reading; None: no wait), then raises; a holder whose process has exited on this host is
+        taken over at once (`acquire["dead_owner"]` names it for the retry; the takeover is recorded in SQL)."""
+        run_id = acquire["run_id"]
+        delay = 0.02
+        while True:
+            try:
+                return db.pipeline(calls, run_id=run_id)
+            except LeaseHeld as exc:
+                if exc.owner != acquire["dead_owner"] and holder_exited(exc.owner):
+                    logger.warning("run %s: its lease holder, %s, has exited; taking the run over", run_id,
+                                   describe_holder(exc.owner))
+                    acquire["dead_owner"] = exc.owner
+                    _observe.observer.lease_takeover(run_id)
+                    continue
+                if deadline is None or time.monotonic() >= deadline:
+                    raise
+                sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 0.5)
+
     def start(
         self, run_id: str, workflow: Callable[..., Any], create: tuple[str, dict[str, Any]] | None,
         wait: float | None, *, resume_queue: str | None = None,
@@ -118,27 +143,12 @@ class Engine:
         if create is not None:
             calls.insert(0, create)
         deadline = None if wait is None else time.monotonic() + wait
-        delay = 0.02
         # Held from before the lease can exist until the context has stopped: another acquisition of this process
         # must never judge this owner abandoned (tidebase.core.owners.holder_exited) while it is taken or used.
         hold(owner)
         began = _observe.observer.invocation_began(run_id, None if create is None else create[1])
         try:
-            while True:
-                try:
-                    *created, acquired, checkpoints = db.pipeline(calls, run_id=run_id)
-                    break
-                except LeaseHeld as exc:
-                    if exc.owner != acquire["dead_owner"] and holder_exited(exc.owner):
-                        logger.warning("run %s: its lease holder, %s, has exited; taking the run over", run_id,
-                                       describe_holder(exc.owner))
-                        acquire["dead_owner"] = exc.owner
-                        _observe.observer.lease_takeover(run_id)
-                        continue
-                    if deadline is None or time.monotonic() >= deadline:
-                        raise
-                    sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                    delay = min(delay * 2, 0.5)
+            *created, acquired, checkpoints = self.acquire(db, calls, acquire, deadline)
             row = acquired[0]
             if created and created[0][0]["created"]:
                 _observe.observer.run_created(run_id, row["workflow"], row["parent_id"])

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tidebase.core import serde as _serde
-from tidebase.core._acompat import ALock, asleep
-from tidebase.core.owners import describe_holder, drop, hold, holder_exited, new_owner
-from tidebase.errors import Conflict, LeaseHeld, LeaseLost, NotFound, RunCancelled
+from tidebase.core._acompat import ALock
+from tidebase.core.owners import drop, hold, new_owner
+from tidebase.errors import Conflict, LeaseLost, NotFound, RunCancelled
 
 if TYPE_CHECKING:
     from tidebase.client_async import AsyncTidebase
@@ -83,22 +83,8 @@ class AsyncThreadStore:
                   "parent_id": None, "lease_ms": engine.lease_ms}
         acquire: dict[str, Any] = {"run_id": run_id, "owner": self.owner, "lease_ms": engine.lease_ms,
                                    "dead_owner": None, "resume_queue": None}
-        deadline = time.monotonic() + self.wait
-        delay = 0.02
-        while True:
-            try:
-                _, acquired = await db.pipeline([("create_run", create), ("acquire_run", acquire)], run_id=run_id)
-                break
-            except LeaseHeld as exc:
-                if exc.owner != acquire["dead_owner"] and holder_exited(exc.owner):
-                    logger.warning("thread run %s: its lease holder, %s, has exited; taking the thread over",
-                                   run_id, describe_holder(exc.owner))
-                    acquire["dead_owner"] = exc.owner
-                    continue
-                if time.monotonic() >= deadline:
-                    raise
-                await asleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 0.5)
+        _, acquired = await engine.acquire(db, [("create_run", create), ("acquire_run", acquire)], acquire,
+                                           time.monotonic() + self.wait)
         row = acquired[0]
         if row["lease_owner"] != self.owner:  # a run that ended (completed) hands out no lease
             raise Conflict(f"run {run_id!r} is {row['status']} and takes no more checkpoints", run_id=run_id)
