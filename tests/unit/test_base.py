@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from tidebase import InputMismatch, InvalidArgument, ManualReviewRequired, PayloadError
-from tidebase.core.rules import Action, ResumeContract, StepKeys, decode_cursor, encode_cursor, plan_step
+from tidebase.core.rules import (
+    Action,
+    ResumeContract,
+    StepKeys,
+    decode_cursor,
+    encode_cursor,
+    plan_step,
+    seconds_of,
+)
 from tidebase.core.serde import JsonSerializer, encode
 from tidebase.sql import load_queries, migrations
 
@@ -80,3 +89,18 @@ def test_generated_sync_code_is_up_to_date() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "async_to_sync.py"), "--check"],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("value", [True, float("nan"), float("inf"), -1, "30d", None, timedelta(seconds=-1)])
+def test_seconds_are_refused_unless_a_finite_span(value: object) -> None:
+    """Timers, queue delays and retention ages share one check: a bool, NaN, infinity, a negative span, or a text
+    where no duration is accepted, is an InvalidArgument naming the argument."""
+    with pytest.raises(InvalidArgument, match="delay"):
+        seconds_of(value, "delay")
+
+
+def test_seconds_accept_numbers_timedeltas_and_durations_where_asked() -> None:
+    assert seconds_of(1.5, "x") == 1.5 and seconds_of(timedelta(minutes=2), "x") == 120.0
+    assert seconds_of("2h", "age", durations=True) == 7200.0
+    with pytest.raises(InvalidArgument, match="at most 10"):
+        seconds_of(11, "x", maximum=10)

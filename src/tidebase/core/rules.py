@@ -13,15 +13,17 @@ import base64
 import contextvars
 import enum
 import json
+import math
 import re
 import threading
 import traceback
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tidebase.errors import InputMismatch, InvalidArgument, ManualReviewRequired
+from tidebase.settings import span_seconds
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -294,3 +296,27 @@ def list_query(status: str | None, workflow: str | None) -> str:
     if workflow:
         return "list_runs_by_workflow"
     return "list_runs"
+
+
+def seconds_of(value: Any, what: str, *, durations: bool = False, maximum: float | None = None) -> float:
+    """`value` as a finite number of seconds, 0 or more: a number of seconds, a timedelta, or with `durations` a text
+    such as `30d` (s, m, h, d, w). InvalidArgument naming `what` for anything else (a bool, NaN, a negative or, past
+    `maximum`, too long a span), raised before anything is sent."""
+    kinds = ("a duration such as 30d, 12h or 90m (s, m, h, d, w), a number of seconds or a timedelta" if durations
+             else "a number of seconds or a timedelta")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif durations and isinstance(value, str):
+        try:
+            seconds = span_seconds(value)
+        except ValueError:
+            raise InvalidArgument(f"{what} must be {kinds}, not {value!r}") from None
+    else:
+        raise InvalidArgument(f"{what} must be {kinds}, not {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidArgument(f"{what} must be a finite span of 0 or more seconds, not {value!r}")
+    if maximum is not None and seconds > maximum:
+        raise InvalidArgument(f"{what} must be at most {maximum:.0f} seconds, not {seconds:g}")
+    return seconds

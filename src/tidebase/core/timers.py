@@ -23,14 +23,13 @@ needed, reads the database clock and decides:
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tidebase.core import serde as _serde
 from tidebase.core._acompat import sleep
-from tidebase.core.rules import Action, plan_step
+from tidebase.core.rules import Action, plan_step, seconds_of
 from tidebase.errors import InvalidArgument, RunSuspended
 
 if TYPE_CHECKING:
@@ -46,19 +45,9 @@ CHECK_INTERVAL = 0.25
 
 
 def timer_seconds(seconds: float | timedelta) -> float:
-    """`seconds` (a number or a timedelta) as a float, or InvalidArgument when it is negative, not finite, too long
-    or not a number."""
-    if isinstance(seconds, timedelta):
-        value = seconds.total_seconds()
-    elif isinstance(seconds, int | float) and not isinstance(seconds, bool):
-        value = float(seconds)
-    else:
-        raise InvalidArgument(f"timer seconds must be a number or a timedelta, not {type(seconds).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise InvalidArgument(f"timer seconds must be a finite number >= 0, not {seconds!r}")
-    if value > MAX_SECONDS:
-        raise InvalidArgument(f"timer seconds must be at most {MAX_SECONDS:.0f} (about a century), not {value:g}")
-    return value
+    """`seconds` (a number or a timedelta) as a float, or InvalidArgument when it is negative, not finite, longer
+    than MAX_SECONDS (about a century) or not a number."""
+    return seconds_of(seconds, "timer seconds", maximum=MAX_SECONDS)
 
 
 def timer_when(when: datetime) -> datetime:

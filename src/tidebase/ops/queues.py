@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidebase.core import serde as _serde
 from tidebase.core.channels import recovery_param, webhooks_param
-from tidebase.core.rules import check_name, check_run_id, new_run_id
+from tidebase.core.rules import check_name, check_run_id, new_run_id, seconds_of
 from tidebase.errors import InvalidArgument
 from tidebase.models import Run
 from tidebase.ops import tracing
@@ -28,12 +28,7 @@ if TYPE_CHECKING:
 
 
 def _seconds_ms(value: float | timedelta | None, what: str) -> int | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0:
-        raise InvalidArgument(f"{what} must be >= 0 seconds")
-    return int(seconds * 1000)
+    return None if value is None else int(seconds_of(value, what) * 1000)
 
 
 def enqueue(

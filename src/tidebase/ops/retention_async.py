@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
 
+from tidebase.core.rules import seconds_of
 from tidebase.core.translate import translated
 from tidebase.errors import InvalidArgument
 from tidebase.ops.records import RetentionResult
-from tidebase.settings import span_seconds
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -35,24 +35,7 @@ MAX_BATCH = 10_000
 def older_than_seconds(older_than: str | timedelta | float) -> float:
     """The age in seconds: a duration text (`30d`, `12h`, `90m`, `45s`, `2w`), a timedelta, or seconds. 0 means
     every finished run. InvalidArgument for anything else or a negative age."""
-    if isinstance(older_than, bool):
-        raise InvalidArgument(f"older_than must be a duration such as 30d, not {older_than!r}")
-    if isinstance(older_than, timedelta):
-        seconds = older_than.total_seconds()
-    elif isinstance(older_than, (int, float)):
-        seconds = float(older_than)
-    elif isinstance(older_than, str):
-        try:
-            seconds = span_seconds(older_than)
-        except ValueError:
-            raise InvalidArgument(
-                f"older_than must be a duration such as 30d, 12h or 90m (s, m, h, d, w), not {older_than!r}"
-            ) from None
-    else:
-        raise InvalidArgument(f"older_than must be a duration such as 30d, not {older_than!r}")
-    if not seconds >= 0 or seconds == float("inf"):
-        raise InvalidArgument(f"older_than must be a finite age of 0 or more, not {older_than!r}")
-    return seconds
+    return seconds_of(older_than, "older_than", durations=True)
 
 
 def check_statuses(statuses: str | Iterable[str] | None) -> tuple[str, ...]:
