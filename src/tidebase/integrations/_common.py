@@ -185,6 +185,23 @@ async def in_thread(fn: Callable[[], T], *, on_cancel: Callable[[], None] | None
         raise
 
 
+# The longest approval prompt a gate gets; past it the prompt is cut (the gate's data keeps the whole call).
+MAX_PROMPT = 500
+
+
+def approval_prompt(agent: str, tool: str, args: Any) -> str:
+    """The question of the gate that approves one tool call, at most MAX_PROMPT characters."""
+    text = f"Allow agent {agent!r} to call {tool}({args})?"
+    return text if len(text) <= MAX_PROMPT else text[:MAX_PROMPT - 1] + "…"
+
+
+def denial_message(decision: GateDecision) -> str:
+    """What the model is told of a refused tool call: the decision payload's `message`, else who decided what."""
+    payload = decision.payload if isinstance(decision.payload, dict) else {}
+    who = f" by {decision.actor}" if decision.actor else ""
+    return str(payload.get("message") or f"The tool call was {decision.decision}{who}.")
+
+
 def step_name(*parts: str) -> str:
     """A step name from its parts, joined by `:`; a `#` becomes `_` so no part can imitate an occurrence suffix."""
     return ":".join(p.replace("#", "_") for p in parts)

@@ -69,8 +69,10 @@ from tidebase.integrations._common import (
     PURE_TOOL,
     RunBridge,
     ToolContract,
+    approval_prompt,
     check_prices,
     cost_usd,
+    denial_message,
     require_run,
     step_name,
     surfaced,
@@ -79,7 +81,6 @@ from tidebase.integrations._common import (
 __all__ = ["TidebaseRunner"]
 
 PREFIX = "openai_agents"
-MAX_PROMPT = 500
 _RESPONSE: TypeAdapter[ModelResponse] = TypeAdapter(ModelResponse)
 
 
@@ -225,18 +226,13 @@ class _Durable:
         agent = getattr(item.agent, "name", "agent")
         tool = item.tool_name or item.name or "tool"
         data = {"agent": agent, "tool": tool, "args": _arguments(item.arguments or ""), "call_id": item.call_id}
-        prompt = f"Allow agent {agent!r} to call {tool}({data['args']})?"
         decision = await self.bridge.gate(step_name(PREFIX, agent, "approve", tool, str(item.call_id)),
-                                          prompt if len(prompt) <= MAX_PROMPT else prompt[:MAX_PROMPT - 1] + "…",
-                                          data=data, suspend=self.options.suspend,
-                                          timeout=self.options.approval_timeout)
+                                          approval_prompt(agent, tool, data["args"]), data=data,
+                                          suspend=self.options.suspend, timeout=self.options.approval_timeout)
         if decision.approved:
             state.approve(item)
             return
-        payload = decision.payload if isinstance(decision.payload, dict) else {}
-        who = f" by {decision.actor}" if decision.actor else ""
-        state.reject(item, rejection_message=str(payload.get("message") or
-                                                 f"The tool call was {decision.decision}{who}."))
+        state.reject(item, rejection_message=denial_message(decision))
 
 
 def _arguments(arguments: str) -> Any:

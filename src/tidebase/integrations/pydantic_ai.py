@@ -94,9 +94,11 @@ from tidebase.integrations._common import (
     AnyRun,
     RunBridge,
     ToolContract,
+    approval_prompt,
     check_prices,
     cost_usd,
     current_run,
+    denial_message,
     require_run,
     step_name,
 )
@@ -108,7 +110,6 @@ PREFIX = "pydantic_ai"
 # What identifies a request's content, per message and per part (see the module docstring).
 _MESSAGE_FIELDS = ("kind", "instructions")
 _PART_FIELDS = ("part_kind", "content", "tool_name", "args", "tool_call_id")
-MAX_PROMPT = 500
 
 
 def request_input(model_id: str | None, messages: list[ModelMessage]) -> dict[str, Any]:
@@ -225,8 +226,7 @@ class TidebaseDurability(BaseDurabilityCapability[AgentDepsT]):
 
 
 def _prompt(agent: str, data: dict[str, Any]) -> str:
-    text = f"Allow agent {agent!r} to call {data['tool']}({data['args']})?"
-    return text if len(text) <= MAX_PROMPT else text[:MAX_PROMPT - 1] + "…"
+    return approval_prompt(agent, data["tool"], data["args"])
 
 
 def _approval(decision: GateDecision) -> ToolApproved | ToolDenied:
@@ -235,8 +235,7 @@ def _approval(decision: GateDecision) -> ToolApproved | ToolDenied:
     if decision.approved:
         args = payload.get("args")
         return ToolApproved(override_args=args if isinstance(args, dict) else None)
-    who = f" by {decision.actor}" if decision.actor else ""
-    return ToolDenied(str(payload.get("message") or f"The tool call was {decision.decision}{who}."))
+    return ToolDenied(denial_message(decision))
 
 
 class _StepBackend(CallableOperationBackend[dict[str, Any]]):
