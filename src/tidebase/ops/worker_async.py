@@ -39,7 +39,7 @@ from tidebase.errors import (
     RunSuspended,
     TidebaseError,
 )
-from tidebase.ops.logs import format_duration, run_transition
+from tidebase.ops.logs import format_duration
 from tidebase.ops.reconciler_async import AsyncReconciler
 from tidebase.ops.webhooks import Dispatcher
 
@@ -198,8 +198,8 @@ class AsyncWorker:
             try:
                 await db.fetchone("release_run", {"run_id": run_id, "token": row["fencing_token"],
                                                   "reason": "worker shutdown"}, run_id=run_id)
+                # the transition line (`released`) comes from the engine's observer, as for every invocation
                 logger.info("run %s released back to its queue", run_id, extra={"event": "run.released", **fields})
-                run_transition("requeued", run_id, row["workflow"], row["attempt"], queue=row["queue"])
             except TidebaseError as exc:
                 logger.warning("run %s could not be released: %s", run_id, exc)
         except DatabaseUnavailable as exc:
