@@ -54,6 +54,11 @@ CASES: list[tuple[str, Any, Any]] = [
     ("path", PurePosixPath("/tmp/report.md"), "/tmp/report.md"),
     ("dataclass with nested values", Meeting(datetime(2026, 1, 2, tzinfo=UTC), ROOM),
      {"at": "2026-01-02T00:00:00+00:00", "room": str(ROOM)}),
+    # Replay decodes the stored JSON text itself (tidebase.core.rules.plan_step): integers past 64 bits stay exact.
+    ("integers past 64 bits", [2**70, -(2**64) - 1, 0], [2**70, -(2**64) - 1, 0]),
+    ("none", None, None),
+    ("text with escapes and astral characters", 'naïve ☃ 🎉 "q" \\ \n\t', 'naïve ☃ 🎉 "q" \\ \n\t'),
+    ("nested empty containers", {"a": [], "b": {}, "c": [[{}]]}, {"a": [], "b": {}, "c": [[{}]]}),
 ]
 
 

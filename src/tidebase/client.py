@@ -32,7 +32,15 @@ from tidebase.core.context import RunContextCore
 from tidebase.core.engine import Engine
 from tidebase.core.migrate import ensure_schema
 from tidebase.core.owners import process_label
-from tidebase.core.rules import check_name, check_run_id, decode_cursor, encode_cursor, list_query, new_run_id
+from tidebase.core.rules import (
+    Checkpoint,
+    check_name,
+    check_run_id,
+    decode_cursor,
+    encode_cursor,
+    list_query,
+    new_run_id,
+)
 from tidebase.errors import InvalidArgument, NotFound
 from tidebase.models import RUN_STATUSES, Edge, Event, GateDecision, Run, RunPage, StateVersion, Step
 from tidebase.ops.insights import Insights
@@ -51,7 +59,7 @@ class RunContext(RunContextCore):
     `run.snapshots`. `run.tide` is the facade that runs it."""
 
     def __init__(
-        self, tide: Tidebase, row: dict[str, Any], checkpoints: dict[str, dict[str, Any]], owner: str
+        self, tide: Tidebase, row: dict[str, Any], checkpoints: dict[str, Checkpoint], owner: str
     ) -> None:
         super().__init__(tide.engine, row, checkpoints, owner)
         self.tide = tide

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from tidebase import InputMismatch, InvalidArgument, ManualReviewRequired, PayloadError
+from tidebase.core.db_async import TUPLE_ROWS
 from tidebase.core.rules import (
     Action,
+    Checkpoint,
     ResumeContract,
     StepKeys,
     decode_cursor,
@@ -44,16 +46,34 @@ def test_resume_contract_defaults(effects: object, key: str | None, replay: str 
 
 def test_step_plans() -> None:
     """A stored checkpoint is replayed, re-executed, parked or refused according to its status and contract."""
-    cp = {"input_hash": "h", "status": "completed", "output": 5, "attempt": 1, "contract": {}}
-    assert plan_step(cp, "h", run_id="r", key="k").output == 5
+    cp = Checkpoint("k", "completed", "h", '{"n": 5}', None, 1, False)
+    assert plan_step(cp, "h", run_id="r", key="k").output == {"n": 5}  # the stored text, decoded by the replay
     with pytest.raises(InputMismatch):
         plan_step(cp, "other", run_id="r", key="k")
-    running = {**cp, "status": "running", "contract": {"replay": "manual"}}
+    running = cp._replace(status="running", output=None, contract={"replay": "manual"})
     assert plan_step(running, "h", run_id="r", key="k").action is Action.PARK
-    assert plan_step({**running, "contract": {"replay": "auto"}}, "h", run_id="r", key="k").attempt == 2
+    assert plan_step(running._replace(contract={"replay": "auto"}), "h", run_id="r", key="k").attempt == 2
     with pytest.raises(ManualReviewRequired):
-        plan_step({**cp, "status": "manual_review"}, "h", run_id="r", key="k")
+        plan_step(cp._replace(status="manual_review"), "h", run_id="r", key="k")
     assert plan_step(None, "h", run_id="r", key="k").action is Action.EXECUTE
+
+
+def test_checkpoints_are_named_in_the_order_load_checkpoints_selects_them() -> None:
+    """`Checkpoint` names the columns of the tuple rows of `load_checkpoints`, in order: a column added to, moved in
+    or renamed in the statement without the record would silently shift every field of a replay."""
+    statement = load_queries()["load_checkpoints"]
+    select = statement[statement.index("SELECT") + len("SELECT"):statement.index("FROM tidebase.steps")]
+    # the top-level output names: the last word of each comma-separated item (nested parentheses skipped)
+    names, depth, item = [], 0, ""
+    for char in select + ",":
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth == 0:
+            names.append(item.rsplit(maxsplit=1)[-1])
+            item = ""
+        else:
+            item += char
+    assert tuple(names) == Checkpoint._fields
+    assert "load_checkpoints" in TUPLE_ROWS
 
 
 def test_occurrence_keys() -> None:

@@ -33,6 +33,7 @@ from tidebase.core.rules import (
     CURRENT_STEP,
     ERROR_LIMIT,
     Action,
+    Checkpoint,
     ResumeContract,
     StepKeys,
     check_event_type,
@@ -119,7 +120,7 @@ class AsyncRunContextCore:
     `run.run_id`, and the session its features use (see the module docstring)."""
 
     def __init__(
-        self, engine: AsyncEngine, row: dict[str, Any], checkpoints: dict[str, dict[str, Any]], owner: str
+        self, engine: AsyncEngine, row: dict[str, Any], checkpoints: dict[str, Checkpoint], owner: str
     ) -> None:
         self.engine = engine
         self.run_id: str = row["id"]
@@ -174,7 +175,7 @@ class AsyncRunContextCore:
         key, occurrence = self._keys.next(name)
         plan = plan_step(self._checkpoints.get(key), input_hash, run_id=self.run_id, key=key)
         if plan.action is Action.REPLAY:
-            if self._checkpoints[key].get("has_usage"):  # report the usage of its execution as saved by this replay
+            if self._checkpoints[key].has_usage:  # report the usage of its execution as saved by this replay
                 await self._db.fetchone("record_saved_usage", {"run_id": self.run_id, "step_key": key},
                                         run_id=self.run_id, step=key)
             _observe.observer.step_replayed(self, key, time.perf_counter() - called)
@@ -218,7 +219,7 @@ class AsyncRunContextCore:
     async def _begin(self, ident: dict[str, Any], key: str) -> int:
         """The step decision of both doors (`tidebase.begin_step`): the attempt to execute, with its `running` marker
         committed; ManualReviewRequired when the database parked the interrupted step instead (committed too)."""
-        attempt = await self._write_one("start_step", {**ident}, "attempt", key)
+        attempt = await self.fenced_value("start_step", {**ident}, key)
         if attempt is None:
             raise ManualReviewRequired(
                 f"step {key!r} of run {self.run_id!r} was interrupted and may have had side effects; "
@@ -249,8 +250,8 @@ class AsyncRunContextCore:
     async def _complete_step(self, ident: dict[str, Any], attempt: int, output: str, called: float) -> None:
         """Commits the step's checkpoint (`tidebase.complete_step`, which raises the reason of any refusal) and
         tells the observer the step's latency since `called`, the time run.step was called."""
-        await self.fenced("complete_step", {**ident, "step_id": new_step_id(), "output": output, "attempt": attempt},
-                          ident["key"])
+        await self.fenced_value("complete_step",
+                                {**ident, "step_id": new_step_id(), "output": output, "attempt": attempt}, ident["key"])
         _observe.observer.step_executed(self, ident["key"], time.perf_counter() - called)
 
     async def _fail_step(
@@ -258,8 +259,8 @@ class AsyncRunContextCore:
     ) -> None:
         error_text = _serde.encode(error, _serde.JsonSerializer(), limit=ERROR_LIMIT, what="error",
                                    run_id=self.run_id, step=ident["key"])
-        await self._write_one("fail_step", {**ident, "attempt": attempt, "status": status, "decision": decision,
-                                            "error": error_text}, "step_id", ident["key"])
+        await self.fenced_value("fail_step", {**ident, "attempt": attempt, "status": status, "decision": decision,
+                                              "error": error_text}, ident["key"])
 
     # -- durable timers (tidebase.core.timers_async) ----------------------------------------------------------------
 
@@ -294,7 +295,7 @@ class AsyncRunContextCore:
         self.check_alive()
         check_event_type(type)
         text = self.engine.encode(payload or {}, "event payload", run_id=self.run_id)
-        return int(await self._write_one("append_event", {"type": type, "payload": text}, "seq", None))
+        return int(await self.fenced_value("append_event", {"type": type, "payload": text}))
 
     async def _write_state(
         self, mode: str, stream: str, value: Any, label: str | None, reason: str | None, importance: str | None,
@@ -315,20 +316,23 @@ class AsyncRunContextCore:
         assert row is not None  # write_state returns its row or raises
         return StateVersion.from_row(row)
 
-    async def _write_one(self, query: str, params: dict[str, Any], column: str, step: str | None) -> Any:
-        row = await self.fenced(query, params, step)
-        assert row is not None  # these functions return a value or raise
-        return row[column]
-
     # -- the session the features use (tidebase.core.session_async.AsyncRunSession) --------------------------------
 
     async def fenced(self, query: str, params: dict[str, Any], step: str | None = None) -> dict[str, Any] | None:
         """Runs the named statement as a write fenced by this context's lease (`run_id` and `token` are added to
         `params`) and returns its first row. A refusal for lease loss or cancellation also stops this context: every
         later step, state write or event raises the same error before running any user code."""
+        row: dict[str, Any] | None = await self._fenced(self._db.fetchone, query, params, step)
+        return row
+
+    async def fenced_value(self, query: str, params: dict[str, Any], step: str | None = None) -> Any:
+        """`fenced()` for a statement of one value: returns the first column of its first row (None without a row)."""
+        return await self._fenced(self._db.fetchvalue, query, params, step)
+
+    async def _fenced(self, fetch: Callable[..., Any], query: str, params: dict[str, Any], step: str | None) -> Any:
+        params = {**params, "run_id": self.run_id, "token": self.token}
         try:
-            return await self._db.fetchone(query, {**params, "run_id": self.run_id, "token": self.token},
-                                           run_id=self.run_id, step=step)
+            return await fetch(query, params, run_id=self.run_id, step=step)
         except (LeaseLost, RunCancelled) as exc:
             self._stopped = exc
             raise

@@ -31,7 +31,7 @@ from tidebase.core.db_async import AsyncDatabase, Row
 from tidebase.core.dsn import resolve_dsn
 from tidebase.core.migrate_async import ensure_schema
 from tidebase.core.owners import describe_holder, drop, hold, holder_exited, new_owner
-from tidebase.core.rules import ERROR_LIMIT, error_payload
+from tidebase.core.rules import ERROR_LIMIT, Checkpoint, checkpoints_by_key, error_payload
 from tidebase.errors import ConfigurationError, DatabaseUnavailable, LeaseHeld, LeaseLost, RunCancelled, RunSuspended
 from tidebase.settings import Settings
 
@@ -41,7 +41,7 @@ logger = logging.getLogger("tidebase")
 # lost the database (an outage is not a workflow failure: the run resumes once the database is back).
 _NO_STOP = (LeaseLost, RunCancelled, RunSuspended, DatabaseUnavailable)
 
-ContextFactory = Callable[["AsyncEngine", dict[str, Any], dict[str, dict[str, Any]], str], AsyncRunContextCore]
+ContextFactory = Callable[["AsyncEngine", dict[str, Any], dict[str, Checkpoint], str], AsyncRunContextCore]
 
 
 class AsyncEngine:
@@ -155,7 +155,7 @@ class AsyncEngine:
             if row["status"] == "completed":
                 _observe.observer.run_abandoned(began, None)
                 return row["result"]
-            ctx = self.context_factory(self, row, {cp["key"]: cp for cp in checkpoints}, owner)
+            ctx = self.context_factory(self, row, checkpoints_by_key(checkpoints), owner)
         except BaseException as exc:
             _observe.observer.run_abandoned(began, exc)
             raise

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidebase.core import serde as _serde
 from tidebase.core._acompat import asleep
-from tidebase.core.rules import Action, plan_step, seconds_of
+from tidebase.core.rules import Action, Checkpoint, plan_step, seconds_of
 from tidebase.errors import InvalidArgument, RunSuspended
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def timer_when(when: datetime) -> datetime:
 
 
 async def wait_timer(
-    run: AsyncRunContextCore, key: str, occurrence: int, name: str, checkpoint: dict[str, Any] | None, *,
+    run: AsyncRunContextCore, key: str, occurrence: int, name: str, checkpoint: Checkpoint | None, *,
     seconds: float | None, wake_at: datetime | None,
 ) -> datetime:
     """Waits for timer `key` of `run` (see the module docstring) and returns its wake time. `checkpoint` is the row

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tidebase.core._acompat import AEvent, aevent_wait, ajoin, aspawn
 from tidebase.core.context_async import AsyncRunContextCore
 from tidebase.core.owners import drop, hold, new_owner
+from tidebase.core.rules import checkpoints_by_key
 from tidebase.errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -187,7 +188,7 @@ class AsyncWorker:
             workflow = tide.registry.get(row["workflow"])
             assert workflow is not None  # claim_runs only returns registered workflows
             checkpoints = await db.fetchall("load_checkpoints", {"run_id": run_id}, run_id=run_id)
-            ctx = engine.context_factory(engine, row, {cp["key"]: cp for cp in checkpoints}, self.owner)
+            ctx = engine.context_factory(engine, row, checkpoints_by_key(checkpoints), self.owner)
             self._inflight[run_id] = ctx
             await engine.execute(ctx, workflow)
             took = time.monotonic() - started
