@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tidebase import InputMismatch, InvalidArgument, ManualReviewRequired, PayloadError
 from tidebase.core.db_async import TUPLE_ROWS
@@ -21,7 +25,7 @@ from tidebase.core.rules import (
     plan_step,
     seconds_of,
 )
-from tidebase.core.serde import JsonSerializer, encode
+from tidebase.core.serde import JsonSerializer, decode, encode
 from tidebase.sql import load_queries, migrations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,3 +128,24 @@ def test_seconds_accept_numbers_timedeltas_and_durations_where_asked() -> None:
     assert seconds_of("2h", "age", durations=True) == 7200.0
     with pytest.raises(InvalidArgument, match="at most 10"):
         seconds_of(11, "x", maximum=10)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+@given(_json_values, st.sampled_from(["", " ", "\n\t "]))
+def test_stored_json_decodes_as_json_loads_does(value: Any, space: str) -> None:
+    """`decode` (the replay's fast path) returns what `json.loads` returns, for compact text and for text with white
+    space around the value."""
+    text = space + json.dumps(value, ensure_ascii=False, separators=(",", ":")) + space
+    assert decode(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["1 2", "{} x", "[1]]", "", "nul"])
+def test_stored_json_that_is_not_one_value_is_refused_as_json_loads_refuses_it(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError):
+        decode(text)

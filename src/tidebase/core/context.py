@@ -17,7 +17,6 @@ facade's subclass (`tidebase.client.RunContext`); they use only the public sessi
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -214,7 +213,7 @@ class RunContextCore:
             self._complete_step(ident, attempt, text, called)
             if step_hook is not None:
                 step_hook("committed", self, key, contract, value)
-            return json.loads(text)
+            return _serde.decode(text)
 
     def _begin(self, ident: dict[str, Any], key: str) -> int:
         """The step decision of both doors (`tidebase.begin_step`): the attempt to execute, with its `running` marker

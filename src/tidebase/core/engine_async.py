@@ -14,7 +14,6 @@ imports the features that context carries (gates, children, usage, snapshots).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -199,7 +198,7 @@ class AsyncEngine:
                 outcome, error = _stop_outcome(exc), exc
                 raise
             outcome = "completed"
-            return json.loads(text)
+            return _serde.decode(text)
         finally:
             await ctx.stop_heartbeat()
             _observe.observer.run_ended(ctx, observed, outcome, error)

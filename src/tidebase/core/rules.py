@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from tidebase.core import serde as _serde
 from tidebase.errors import InputMismatch, InvalidArgument, ManualReviewRequired
 from tidebase.settings import span_seconds
 
@@ -257,7 +258,7 @@ def plan_step(checkpoint: Checkpoint | None, input_hash: str, *, run_id: str, ke
     status = checkpoint.status
     if status == "completed":
         text = checkpoint.output
-        return StepPlan(Action.REPLAY, output=None if text is None else json.loads(text))
+        return StepPlan(Action.REPLAY, output=None if text is None else _serde.decode(text))
     if status == "manual_review":
         raise ManualReviewRequired(
             f"step {key!r} of run {run_id!r} is parked for manual review; release or skip it first",
