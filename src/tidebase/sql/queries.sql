@@ -16,9 +16,11 @@ SELECT * FROM tidebase.acquire_run(%(run_id)s, %(owner)s, %(lease_ms)s, %(dead_o
 -- Every step row of a run, for replay: loaded once when a run starts, then served from memory. Only what a replay
 -- reads: the contract only of a step that is not completed (only an interrupted step's contract decides anything).
 -- `has_usage` tells which replayed steps must report the usage they saved. The output comes as its JSON text, decoded
--- only when its step is replayed (tidebase.core.rules.plan_step): a run that resumes from step k of n never pays
--- for decoding the rest, and one `json.loads` of a str costs less than the driver's jsonb loader.
-SELECT key, status, input_hash, output::text AS output, CASE WHEN status <> 'completed' THEN contract END AS contract, attempt,
+-- only when its step is replayed (tidebase.core.rules.plan_step): a checkpoint the workflow does not reach again is
+-- never decoded, and decoding the text costs less than the driver's jsonb loader (tidebase.core.serde.decode). The
+-- columns are those of tidebase.core.rules.Checkpoint, in its order; the rows come as tuples.
+SELECT key, status, input_hash, output::text AS output,
+       CASE WHEN status <> 'completed' THEN contract END AS contract, attempt,
        EXISTS (SELECT 1 FROM tidebase.usage u
                 WHERE u.run_id = coalesce(s.usage_from, s.run_id) AND u.step_key = s.key AND NOT u.saved)
            AS has_usage
