@@ -17,7 +17,10 @@ import pytest
 
 from tidebase import PayloadError, Tidebase
 from tidebase.aio import AsyncTidebase
+from tidebase.core.db_async import TUPLE_ROWS
+from tidebase.core.rules import Checkpoint
 from tidebase.core.serde import JsonSerializer, canonical_hash
+from tidebase.sql import load_queries
 
 
 class Color(enum.Enum):
@@ -86,6 +89,16 @@ def test_everyday_values_round_trip_the_same_on_first_execution_and_replay(
     assert tide.run("values", wf, run_id="r") == stored
     assert seen == [stored, stored]
     assert executed == [1]
+
+
+def test_checkpoints_are_named_in_the_order_load_checkpoints_returns_its_columns(db: psycopg.Connection[Any]) -> None:
+    """`Checkpoint` names the tuple rows of `load_checkpoints` by position: a column added to, moved in or renamed in
+    the statement without the record would silently shift every field a replay reads."""
+    with db.cursor() as cur:
+        cur.execute(load_queries()["load_checkpoints"], {"run_id": "no-such-run"})
+        assert cur.description is not None
+        assert tuple(column.name for column in cur.description) == Checkpoint._fields
+    assert "load_checkpoints" in TUPLE_ROWS
 
 
 def test_sets_hash_alike_whatever_their_iteration_order() -> None:

@@ -14,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tidebase import InputMismatch, InvalidArgument, ManualReviewRequired, PayloadError
-from tidebase.core.db_async import TUPLE_ROWS
 from tidebase.core.rules import (
     Action,
     Checkpoint,
@@ -60,24 +59,6 @@ def test_step_plans() -> None:
     with pytest.raises(ManualReviewRequired):
         plan_step(cp._replace(status="manual_review"), "h", run_id="r", key="k")
     assert plan_step(None, "h", run_id="r", key="k").action is Action.EXECUTE
-
-
-def test_checkpoints_are_named_in_the_order_load_checkpoints_selects_them() -> None:
-    """`Checkpoint` names the columns of the tuple rows of `load_checkpoints`, in order: a column added to, moved in
-    or renamed in the statement without the record would silently shift every field of a replay."""
-    statement = load_queries()["load_checkpoints"]
-    select = statement[statement.index("SELECT") + len("SELECT"):statement.index("FROM tidebase.steps")]
-    # the top-level output names: the last word of each comma-separated item (nested parentheses skipped)
-    names, depth, item = [], 0, ""
-    for char in select + ",":
-        depth += (char == "(") - (char == ")")
-        if char == "," and depth == 0:
-            names.append(item.rsplit(maxsplit=1)[-1])
-            item = ""
-        else:
-            item += char
-    assert tuple(names) == Checkpoint._fields
-    assert "load_checkpoints" in TUPLE_ROWS
 
 
 def test_occurrence_keys() -> None:

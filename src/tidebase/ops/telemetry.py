@@ -60,13 +60,7 @@ class Telemetry(observe.Observer):
         return _Run(label, span)
 
     def run_ended(self, ctx: Any, handle: Any, outcome: str, error: BaseException | None) -> None:
-        label = handle.workflow if isinstance(handle, _Run) else METRICS.workflow(ctx.workflow)
-        if outcome == "completed":
-            METRICS.runs_completed.inc((label,))
-        elif outcome in _STOPS:
-            METRICS.runs_stopped.inc((label, outcome))
-        else:
-            METRICS.runs_failed.inc((label, outcome))
+        _count_verdict(handle.workflow if isinstance(handle, _Run) else METRICS.workflow(ctx.workflow), outcome)
         run_transition(outcome, ctx.run_id, ctx.workflow, ctx.attempt,
                        error=error if outcome not in ("completed", "suspended", "released") else None)
         if isinstance(handle, _Run):
@@ -79,12 +73,8 @@ class Telemetry(observe.Observer):
         label = METRICS.workflow(run["workflow"])
         if outcome == "started":
             METRICS.runs_started.inc((label,))
-        elif outcome == "completed":
-            METRICS.runs_completed.inc((label,))
-        elif outcome in _STOPS:
-            METRICS.runs_stopped.inc((label, outcome))
         else:
-            METRICS.runs_failed.inc((label, outcome))
+            _count_verdict(label, outcome)
         run_transition(outcome, run["id"], run["workflow"], run["attempt"])
 
     def run_abandoned(self, handle: Any, error: BaseException | None) -> None:
@@ -127,6 +117,16 @@ class Telemetry(observe.Observer):
 
     def database_error(self, error: BaseException) -> None:
         METRICS.database_errors.inc((type(error).__name__,))
+
+
+def _count_verdict(label: str, outcome: str) -> None:
+    """Counts how an invocation of a run of workflow `label` ended, in either door."""
+    if outcome == "completed":
+        METRICS.runs_completed.inc((label,))
+    elif outcome in _STOPS:
+        METRICS.runs_stopped.inc((label, outcome))
+    else:
+        METRICS.runs_failed.inc((label, outcome))
 
 
 def install() -> None:
