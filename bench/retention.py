@@ -56,11 +56,14 @@ def seed(dsn: str, config: RetentionConfig) -> None:
             hi = min(lo + CHUNK - 1, config.runs)
             params = {"lo": lo, "hi": hi, "m": config.events_per_run, "s": steps}
             conn.execute(
-                "INSERT INTO tidebase.runs (id, workflow, status, input, input_hash, result, event_seq, created_at, "
-                "updated_at, started_at, completed_at) "
-                "SELECT 'old_' || g, 'bench', 'completed', '{}', 'h', '{\"ok\": true}', %(m)s, t, t, t, t "
+                "INSERT INTO tidebase.runs (id, workflow, status, input, input_hash, result, created_at, updated_at, "
+                "started_at, completed_at) "
+                "SELECT 'old_' || g, 'bench', 'completed', '{}', 'h', '{\"ok\": true}', t, t, t, t "
                 "FROM generate_series(%(lo)s::int, %(hi)s::int) g, "
                 "LATERAL (SELECT now() - interval '60 days' + g * interval '1 ms' AS t) x", params)
+            conn.execute(
+                "INSERT INTO tidebase.event_counters (run_id, event_seq) "
+                "SELECT 'old_' || g, %(m)s FROM generate_series(%(lo)s::int, %(hi)s::int) g", params)
             conn.execute(
                 "INSERT INTO tidebase.events (run_id, seq, type, payload, created_at) "
                 "SELECT 'old_' || g, s, 'step.completed', jsonb_build_object('key', 'step' || s, 'output', s), "

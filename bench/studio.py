@@ -56,10 +56,10 @@ def fill(dsn: str, config: StudioConfig) -> None:
     statuses = "ARRAY['completed','completed','completed','completed','completed','failed','running','queued']"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"""
-            INSERT INTO tidebase.runs (id, workflow, status, input, input_hash, attempt, event_seq, created_at,
-                                       updated_at, started_at, completed_at, queue)
+            INSERT INTO tidebase.runs (id, workflow, status, input, input_hash, attempt, created_at, updated_at,
+                                       started_at, completed_at, queue)
             SELECT 'run_' || lpad(i::text, 8, '0'), 'workflow-' || (i % 20), ({statuses})[1 + i % 8],
-                   jsonb_build_object('n', i), 'h', 1, 2, t, t, t, t + interval '2 seconds',
+                   jsonb_build_object('n', i), 'h', 1, t, t, t, t + interval '2 seconds',
                    CASE WHEN i % 8 = 7 THEN 'default' END
               FROM generate_series(1, {n}) i, LATERAL (SELECT now() - i * interval '1 second' AS t) c""")
         conn.execute("""
@@ -72,6 +72,7 @@ def fill(dsn: str, config: StudioConfig) -> None:
             INSERT INTO tidebase.events (run_id, seq, type, payload, created_at)
             SELECT r.id, e.seq, e.type, jsonb_build_object('name', 'act'), r.created_at
               FROM tidebase.runs r, (VALUES (1, 'run.started'), (2, 'step.completed')) e(seq, type)""")
+        conn.execute("INSERT INTO tidebase.event_counters (run_id, event_seq) SELECT id, 2 FROM tidebase.runs")
         # every fourth run has a gate, a child edge, a state stream with a version, a recovery and a usage record,
         # so the per-run statements meet tables big enough for the planner to prefer their indexes
         conn.execute("""
@@ -103,9 +104,10 @@ def fill(dsn: str, config: StudioConfig) -> None:
             SELECT id, 'use_' || id, 'act', 'llm', 100, 20, 120, 0.001, created_at FROM tidebase.runs
              WHERE right(id, 1)::int % 4 = 0""")
         conn.execute(f"""
-            INSERT INTO tidebase.runs (id, workflow, status, input, input_hash, attempt, event_seq, created_at,
-                                       updated_at, started_at)
-            VALUES ('{BIG}', 'long-agent', 'running', '{{"task": "long"}}', 'h', 1, {k + 2}, now(), now(), now())""")
+            INSERT INTO tidebase.runs (id, workflow, status, input, input_hash, attempt, created_at, updated_at,
+                                       started_at)
+            VALUES ('{BIG}', 'long-agent', 'running', '{{"task": "long"}}', 'h', 1, now(), now(), now())""")
+        conn.execute("INSERT INTO tidebase.event_counters (run_id, event_seq) VALUES (%s, %s)", (BIG, k + 2))
         conn.execute(f"""
             INSERT INTO tidebase.steps (run_id, key, id, name, occurrence, input_hash, status, output, attempt,
                                         started_at, completed_at, created_at, updated_at)

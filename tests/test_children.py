@@ -225,11 +225,11 @@ def test_replayed_join_touches_no_child(tide: Tidebase, db: psycopg.Connection[A
 
     with pytest.raises(Crash):
         tide.run("parent", parent, run_id="p-8")
-    children_before = db.execute("SELECT id, attempt, event_seq FROM tidebase.runs WHERE parent_id = 'p-8' "
-                                 "ORDER BY id").fetchall()
+    children = ("SELECT id, attempt, event_seq FROM tidebase.runs JOIN tidebase.event_counters ON run_id = id "
+                "WHERE parent_id = 'p-8' ORDER BY id")
+    children_before = db.execute(children).fetchall()
     assert tide.run("parent", parent, run_id="p-8") == [{"n": i, "sq": i * i} for i in range(3)]
-    children_after = db.execute("SELECT id, attempt, event_seq FROM tidebase.runs WHERE parent_id = 'p-8' "
-                                "ORDER BY id").fetchall()
+    children_after = db.execute(children).fetchall()
     assert children_after == children_before and len(children_after) == 3
     created = [e for e in tide.runs.events("p-8") if e.type == "run.child.created"]
     assert len(created) == 3

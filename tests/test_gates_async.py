@@ -201,12 +201,12 @@ async def test_wrong_token_is_forbidden_and_writes_nothing(atide: AsyncTidebase,
     with pytest.raises(RunSuspended):
         await atide.run("w", wf, run_id="tok-1")
     gate = seen["gate"]
-    seq = count(db, "SELECT event_seq FROM tidebase.runs WHERE id = 'tok-1'")
+    seq = count(db, "SELECT event_seq FROM tidebase.event_counters WHERE run_id = 'tok-1'")
     for wrong in ("0" * 32, gate.token.upper(), "", gate.token + "0"):
         with pytest.raises(Forbidden):
             await atide.gates.resolve(gate.id, "approved", actor="mallory", token=wrong)
     assert (await atide.gates.get(gate.id)).status == "pending"
-    assert count(db, "SELECT event_seq FROM tidebase.runs WHERE id = 'tok-1'") == seq
+    assert count(db, "SELECT event_seq FROM tidebase.event_counters WHERE run_id = 'tok-1'") == seq
     assert count(db, "SELECT count(*) FROM tidebase.events WHERE run_id = 'tok-1' AND type = 'gate.resolved'") == 0
     resolved = await atide.gates.resolve(gate.id, "approved", actor="alice", token=gate.token)
     assert (resolved.status, resolved.actor, resolved.run_status, resolved.token) == (
@@ -219,12 +219,12 @@ async def test_bad_arguments_raise_invalid_argument_and_write_nothing(
     """Unknown decisions (`cancelled` is spelled `canceled`), statuses, limits and gate names, and gate data that
     cannot be stored, are refused before anything is written."""
     gate_id = await suspend_at_gate(atide, "arg-1")
-    seq = count(db, "SELECT event_seq FROM tidebase.runs WHERE id = 'arg-1'")
+    seq = count(db, "SELECT event_seq FROM tidebase.event_counters WHERE run_id = 'arg-1'")
     for decision in ("approve", "cancelled", "pending", ""):
         with pytest.raises(InvalidArgument, match="decision"):
             await atide.gates.resolve(gate_id, decision)
     assert (await atide.gates.get(gate_id)).status == "pending"
-    assert count(db, "SELECT event_seq FROM tidebase.runs WHERE id = 'arg-1'") == seq
+    assert count(db, "SELECT event_seq FROM tidebase.event_counters WHERE run_id = 'arg-1'") == seq
     with pytest.raises(InvalidArgument, match="status"):
         await atide.gates.list(status="done")
     with pytest.raises(InvalidArgument, match="run_id"):

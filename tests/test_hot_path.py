@@ -1,5 +1,5 @@
-"""What the per-step hot path costs the database, as properties rather than timings: the fence changes no indexed
-column of the run row, so a step's update of the run is heap-only (HOT); the lease is renewed by the heartbeat in the
+"""What the per-step hot path costs the database, as properties rather than timings: the fence only locks the run
+row and a step's update of the run's event counter is heap-only (HOT); the lease is renewed by the heartbeat in the
 library and by the step writes of the HTTP door, whose contract says so (docs/http-api.md#heartbeat)."""
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ def _running_run(db: psycopg.Connection[Any], run_id: str, lease_ms: int = 60000
     return int(row[0])
 
 
-def test_a_step_updates_the_run_row_heap_only(db: psycopg.Connection[Any]) -> None:
-    """Ten steps completed in one transaction update the run row ten times, every one of them HOT (the session's own
-    statistics counters, exact and synchronous), and leave the lease where it was."""
+def test_a_step_leaves_the_run_row_and_updates_its_counter_heap_only(db: psycopg.Connection[Any]) -> None:
+    """Ten steps completed in one transaction never update the run row (the fence only locks it) and update the
+    run's event counter ten times, every one of them HOT (the session's own statistics counters, exact and
+    synchronous); the lease stays where it was."""
     token = _running_run(db, "r")
-    before = db.execute("SELECT lease_expires_at FROM tidebase.runs WHERE id = 'r'").fetchone()
+    before = db.execute("SELECT lease_expires_at, updated_at FROM tidebase.runs WHERE id = 'r'").fetchone()
     counters = ("SELECT pg_stat_get_xact_tuples_updated('tidebase.runs'::regclass), "
-                "pg_stat_get_xact_tuples_hot_updated('tidebase.runs'::regclass)")
+                "pg_stat_get_xact_tuples_updated('tidebase.event_counters'::regclass), "
+                "pg_stat_get_xact_tuples_hot_updated('tidebase.event_counters'::regclass)")
     with db.transaction():
         first = db.execute(counters).fetchone()  # counts this session has not reported yet are included: subtract
         assert first is not None
@@ -42,8 +44,9 @@ def test_a_step_updates_the_run_row_heap_only(db: psycopg.Connection[Any]) -> No
                        "false)", (token, f"s#{i}", f"step_{i:032x}", CONTRACT))
         last = db.execute(counters).fetchone()
         assert last is not None
-    assert (last[0] - first[0], last[1] - first[1]) == (10, 10)
-    assert db.execute("SELECT lease_expires_at FROM tidebase.runs WHERE id = 'r'").fetchone() == before
+    assert tuple(b - a for a, b in zip(first, last, strict=True)) == (0, 10, 10)
+    assert db.execute("SELECT lease_expires_at, updated_at FROM tidebase.runs WHERE id = 'r'").fetchone() == before
+    assert db.execute("SELECT event_seq FROM tidebase.event_counters WHERE run_id = 'r'").fetchone() == (12,)
 
 
 def test_the_library_keeps_its_lease_by_heartbeat(dsn: str, db: psycopg.Connection[Any]) -> None:

@@ -190,3 +190,47 @@ def test_database_of_a_development_version_is_refused(empty_dsn: str) -> None:
     with psycopg.connect(empty_dsn) as conn:
         tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'tidebase'").fetchall()
     assert tables == [("schema_migrations",)]
+
+
+def test_version_3_counters_move_to_event_counters(empty_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upgrading a version-3 database (each run's counter in runs.event_seq, its webhook triggers on runs) keeps every
+    run's log going where it stopped: the counter of a run with events moves to tidebase.event_counters, a run without
+    events gets its row with its first event, a run with channels has its next event (and only that one) delivered,
+    and runs.event_seq and its triggers are gone."""
+    shipped = migrate_module.migrations()
+    monkeypatch.setattr(migrate_module, "migrations", lambda: shipped[:3])
+    monkeypatch.setattr(migrate_module, "function_files", lambda: ())
+    assert migrate(empty_dsn).version == 3
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO tidebase.runs (id, workflow, status, input, input_hash, event_seq, webhooks)
+            VALUES ('up-1', 'wf', 'failed', '{}', 'h', 3, '[]'),
+                   ('up-2', 'wf', 'failed', '{}', 'h', 1, '[{"url": "http://127.0.0.1:9/hook", "events": ["*"]}]'),
+                   ('up-0', 'wf', 'pending', '{}', 'h', 0, '[]')""")
+        conn.execute("INSERT INTO tidebase.events (run_id, seq, type) "
+                     "VALUES ('up-1', 1, 'x.a'), ('up-1', 2, 'x.b'), ('up-1', 3, 'x.c'), ('up-2', 1, 'x.a')")
+        # the trigger version 3's function files made: it depends on the column the migration drops
+        conn.execute("CREATE FUNCTION tidebase.runs_webhooks() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN RETURN NULL; END $$")
+        conn.execute("CREATE CONSTRAINT TRIGGER runs_webhooks_update AFTER UPDATE ON tidebase.runs "
+                     "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+                     "WHEN (NEW.webhooks <> '[]'::jsonb AND NEW.event_seq > OLD.event_seq) "
+                     "EXECUTE FUNCTION tidebase.runs_webhooks()")
+    monkeypatch.undo()
+    result = migrate(empty_dsn)
+    assert result.applied == (4,) and result.version == latest_version()
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        counters = conn.execute("SELECT run_id, event_seq FROM tidebase.event_counters ORDER BY run_id").fetchall()
+        assert counters == [("up-1", 3), ("up-2", 1)]
+        column = conn.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = 'tidebase' "
+                              "AND table_name = 'runs' AND column_name = 'event_seq'").fetchone()
+        assert column is None
+        assert conn.execute("SELECT to_regprocedure('tidebase.runs_webhooks()')").fetchone() == (None,)
+        seqs = [conn.execute("SELECT tidebase.append_event(%s, NULL, 'custom.next', '{}')", (run,)).fetchone()
+                for run in ("up-1", "up-1", "up-0", "up-2")]
+        assert seqs == [(4,), (5,), (1,), (2,)]
+        logged = conn.execute("SELECT run_id, seq FROM tidebase.events WHERE type = 'custom.next' "
+                              "ORDER BY run_id, seq").fetchall()
+        assert logged == [("up-0", 1), ("up-1", 4), ("up-1", 5), ("up-2", 2)]
+        deliveries = conn.execute("SELECT run_id, event_seq, event_type FROM tidebase.outbox").fetchall()
+        assert deliveries == [("up-2", 2, "custom.next")]

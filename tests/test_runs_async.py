@@ -101,12 +101,12 @@ async def test_other_workflow_or_input_raises_input_mismatch_and_writes_nothing(
 
     with pytest.raises(RuntimeError):
         await atide.run("w", wf, run_id="m-1", input={"a": 1})
-    before = count(db, "SELECT event_seq FROM tidebase.runs WHERE id = 'm-1'")
+    before = count(db, "SELECT event_seq FROM tidebase.event_counters WHERE run_id = 'm-1'")
     with pytest.raises(InputMismatch, match="workflow"):
         await atide.run("other", wf, run_id="m-1")
     with pytest.raises(InputMismatch, match="another input"):
         await atide.run("w", wf, run_id="m-1", input={"a": 2})
-    assert count(db, "SELECT event_seq FROM tidebase.runs WHERE id = 'm-1'") == before
+    assert count(db, "SELECT event_seq FROM tidebase.event_counters WHERE run_id = 'm-1'") == before
     assert count(db, "SELECT count(*) FROM tidebase.events WHERE run_id = 'm-1'") == before
     assert (await atide.runs.get("m-1")).attempt == 1
 

@@ -67,7 +67,8 @@ class Edge:
 @dataclass(frozen=True)
 class Run:
     """A run: its status, input, result or error, lease and timestamps; `steps` and `children` (edges where it is the
-    parent) when read with `tide.runs.get`."""
+    parent) when read with `tide.runs.get`. `updated_at` is when the run's own record last changed (status, lease
+    holder, attempt); its steps and events carry their own times."""
 
     id: str
     workflow: str

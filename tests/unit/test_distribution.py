@@ -199,8 +199,8 @@ MULTI_SHARD = (
     Allowed("function gc_batch", "run_edges", ("index run_edges_pkey", "index run_edges_child"), "the edges into "
             "and out of the batch's runs"),
     *(Allowed("function gc_batch", t, (f"index {t}_pkey",), "the rows of the batch's runs") for t in (
-        "events", "gates", "langgraph_blobs", "langgraph_checkpoints", "langgraph_writes", "recoveries",
-        "state_streams", "state_versions", "steps", "usage")),
+        "event_counters", "events", "gates", "langgraph_blobs", "langgraph_checkpoints", "langgraph_writes",
+        "recoveries", "state_streams", "state_versions", "steps", "usage", "webhook_cursors")),
     # forks: the source's completed children, copied as the fork's edges
     Allowed("function fork_run", "runs", ("index runs_pkey",), "the children of the source run, by id"),
 )

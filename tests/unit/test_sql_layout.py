@@ -33,8 +33,8 @@ def test_every_function_and_trigger_is_created_in_one_place() -> None:
 
 
 def test_only_next_seq_advances_the_event_counter() -> None:
-    """`event_seq = event_seq + …` appears once in all the SQL shipped, in tidebase.next_seq; no statement inserts
-    a run with a counter already advanced."""
+    """`event_seq = event_seq + …` appears once in all the SQL shipped, in tidebase.next_seq; no statement but
+    tidebase.next_seq creates a counter row, and the baseline's run-row counter is dropped by migration 4."""
     texts = {f.name: f.sql for f in function_files()} | {f"query {n}": q for n, q in load_queries().items()}
     texts |= {f"migration {m.version}": m.sql for m in migrations()}
     advancing = [name for name, text in texts.items() for _ in re.finditer(r"event_seq\s*=\s*event_seq", text)]
@@ -42,7 +42,10 @@ def test_only_next_seq_advances_the_event_counter() -> None:
     body = next(f.sql for f in function_files() if f.name == "20_fence_and_events.sql")
     next_seq = body[body.index("FUNCTION tidebase.next_seq("):body.index("FUNCTION tidebase.fence(")]
     assert re.search(r"event_seq\s*=\s*event_seq", next_seq)
-    assert not any(re.search(r"INSERT INTO tidebase\.runs \([^)]*event_seq", text) for text in texts.values())
+    creating = [name for name, text in texts.items() if re.search(r"INSERT INTO tidebase\.event_counters ", text)]
+    assert creating == ["20_fence_and_events.sql", "migration 4"]
+    assert re.search(r"INSERT INTO tidebase\.event_counters", next_seq)
+    assert "ALTER TABLE tidebase.runs DROP COLUMN event_seq" in next(m.sql for m in migrations() if m.version == 4)
 
 
 def test_the_invariant_map_names_files_and_tests_that_exist() -> None:

@@ -37,6 +37,7 @@ SELECT r.id, r.workflow, r.status, r.attempt, r.updated_at, r.lease_owner, r.lea
 -- (the newest run.started event), and its parent's status.
 SELECT r.*,
        (SELECT count(*) FROM tidebase.steps s WHERE s.run_id = r.id) AS step_count,
+       coalesce((SELECT c.event_seq FROM tidebase.event_counters c WHERE c.run_id = r.id), 0) AS event_seq,
        (SELECT e.created_at FROM tidebase.events e
          WHERE e.run_id = r.id AND e.type = 'run.started' ORDER BY e.seq DESC LIMIT 1) AS attempt_started_at,
        p.status AS parent_status

@@ -1,25 +1,29 @@
 -- The fence (I3, I9) and the event counter (I4): the two rules every write of a run goes through.
 --
--- *The counter.* tidebase.next_seq is the only statement in the schema that advances runs.event_seq. It updates the
--- run row, so it takes the row lock (or reuses the one the transaction already holds) and keeps it until commit:
--- writers of one run serialize on it, each transaction's events get consecutive seqs and commit in seq order, and a
--- rolled-back transaction gives its seqs back with everything else. The log is gap-free and ordered (I4).
+-- *The counter.* tidebase.next_seq is the only statement in the schema that advances a run's event counter
+-- (tidebase.event_counters.event_seq). It first locks the run row FOR NO KEY UPDATE (or reuses the lock the
+-- transaction already holds) and keeps it until commit: writers of one run serialize on it, each transaction's events
+-- get consecutive seqs and commit in seq order, and a rolled-back transaction gives its seqs back with everything
+-- else. The log is gap-free and ordered (I4).
 --
 -- *The fence.* tidebase.admits is the only statement of who may write to a run: the holder of the run's current
 -- fencing token while the run is running (I3), or, with no token, any writer while the run is neither cancelled nor
 -- completed (I9; operators and the HTTP routes that carry no lease). tidebase.fence(run, token, n) is the entry point
--- of every write that must pass it: one conditional update of the run row that checks the writer and reserves n seqs,
--- in that single statement (the per-step hot path can afford one statement, not two). When it matches no row,
--- tidebase.refuse explains why, by raising. Writers that checked the run themselves under its lock (lease
--- acquisition, cancellation, recovery) or that any run accepts (usage, recovery records) reserve their seqs with
--- tidebase.next_seq directly.
+-- of every write that must pass it: it locks the run row only if the writer is admitted, and reserves n seqs, in one
+-- call (the per-step hot path can afford one round trip, not two). When no row is locked, tidebase.refuse explains
+-- why, by raising. The lock conflicts with every update of the run row (a lease taken over, a cancellation, a lease
+-- renewal), so a writer either sees the new token and is refused, or commits before the change is made. Writers that
+-- checked the run themselves under its lock (lease acquisition, cancellation, recovery) or that any run accepts
+-- (usage, recovery records) reserve their seqs with tidebase.next_seq directly.
 --
--- *Why the fence does not renew the lease.* The update changes only columns no index covers (event_seq, updated_at),
--- so Postgres can make it a heap-only (HOT) update: no new entry in any of the run row's indexes, and a fraction of
--- the WAL (runs has fillfactor 70 to leave the page room for it). Renewing the lease here would change the indexed
--- lease_expires_at on every step and cost an entry in every index of runs. The library renews by its heartbeat
--- (every third of the lease); the doors whose contract says that a holder's writes renew its lease (the HTTP step
--- writes, the LangGraph saver) call tidebase.prolong after their write.
+-- *Why the counter is not on the run row.* Any update of tidebase.runs, even a heap-only one, makes Postgres open all
+-- 13 of its indexes and deserialize and evaluate its 6 CHECK constraints, on every execution. Locking the row changes
+-- no column, and the counter's own row has one key, no CHECK constraint and no trigger (fillfactor 50, so its updates
+-- stay heap-only): complete_step's server time fell from 0.22 to 0.16 ms (docs/benchmarks.md, migration 0004).
+--
+-- *Why the fence does not renew the lease.* Renewing it here would update the run row on every step, the cost just
+-- described. The library renews by its heartbeat (every third of the lease); the doors whose contract says that a
+-- holder's writes renew its lease (the HTTP step writes, the LangGraph saver) call tidebase.prolong after their write.
 
 -- Whether a write under p_token may go ahead on a run with status p_status and current token p_current. Inlined
 -- into the statements that use it.
@@ -55,26 +59,39 @@ BEGIN
 END
 $$;
 
--- Reserves p_events seqs of run p_run_id for the calling transaction and returns the first (with p_events = 0, only
--- takes the row lock), and rings the doorbell. With p_fenced, the write must pass tidebase.admits for p_token (the
--- fence: call it as tidebase.fence); otherwise any existing run is admitted. Changes no indexed column (see above).
+-- Reserves p_events seqs of run p_run_id for the calling transaction and returns the first (with p_events = 0, it
+-- only takes the row lock, and returns null), hands the events to the run's webhook channels if it has any
+-- (tidebase.hand_to_channels, 95_webhooks.sql), and rings the doorbell. With p_fenced, the write must pass
+-- tidebase.admits for p_token (the fence: call it as tidebase.fence); otherwise any existing run is admitted. Updates
+-- no column of the run row (see above). A run's first event creates its counter row, under the run row lock, so no
+-- two writers can race to create it.
 CREATE OR REPLACE FUNCTION tidebase.next_seq(
     p_run_id text, p_events integer DEFAULT 1, p_fenced boolean DEFAULT false, p_token bigint DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     v_seq bigint;
+    v_hooked boolean;
 BEGIN
-    UPDATE tidebase.runs
-       SET event_seq = event_seq + p_events, updated_at = tidebase.now()
+    SELECT webhooks <> '[]'::jsonb INTO v_hooked FROM tidebase.runs
      WHERE id = p_run_id AND (NOT p_fenced OR tidebase.admits(status, fencing_token, p_token))
-    RETURNING event_seq INTO v_seq;
+       FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         PERFORM tidebase.refuse(p_run_id, p_token);
     END IF;
-    IF p_events > 0 THEN
-        PERFORM tidebase.ring(p_run_id);
+    IF p_events = 0 THEN
+        RETURN NULL;
     END IF;
+    UPDATE tidebase.event_counters SET event_seq = event_seq + p_events WHERE run_id = p_run_id
+    RETURNING event_seq INTO v_seq;
+    IF NOT FOUND THEN
+        INSERT INTO tidebase.event_counters (run_id, event_seq) VALUES (p_run_id, p_events)
+        RETURNING event_seq INTO v_seq;
+    END IF;
+    IF v_hooked THEN
+        PERFORM tidebase.hand_to_channels(p_run_id, v_seq - p_events, v_seq);
+    END IF;
+    PERFORM tidebase.ring(p_run_id);
     RETURN v_seq - p_events + 1;
 END
 $$;

@@ -52,10 +52,10 @@ DECLARE
     v_ids text[];           -- every run of those trees
     v_n bigint;
     -- every table a tree occupies, counted from zero, so the result names them all even when nothing went
-    v_tables jsonb := jsonb_build_object('runs', 0, 'steps', 0, 'events', 0, 'state_streams', 0, 'state_versions', 0,
-                                         'gates', 0, 'run_edges', 0, 'usage', 0, 'recoveries', 0, 'outbox', 0,
-                                         'outbox_attempts', 0, 'langgraph_checkpoints', 0, 'langgraph_blobs', 0,
-                                         'langgraph_writes', 0);
+    v_tables jsonb := jsonb_build_object('runs', 0, 'steps', 0, 'events', 0, 'event_counters', 0, 'webhook_cursors', 0,
+                                         'state_streams', 0, 'state_versions', 0, 'gates', 0, 'run_edges', 0,
+                                         'usage', 0, 'recoveries', 0, 'outbox', 0, 'outbox_attempts', 0,
+                                         'langgraph_checkpoints', 0, 'langgraph_blobs', 0, 'langgraph_writes', 0);
 BEGIN
     -- The window, from the partial index runs_retention alone (an index range scan).
     SELECT coalesce(array_agg(w.id ORDER BY w.created_at, w.id), '{}'), count(*)::integer,
@@ -144,6 +144,8 @@ BEGIN
             'runs', runs,
             'steps', (SELECT count(*) FROM tidebase.steps WHERE run_id = ANY (v_ids)),
             'events', (SELECT count(*) FROM tidebase.events WHERE run_id = ANY (v_ids)),
+            'event_counters', (SELECT count(*) FROM tidebase.event_counters WHERE run_id = ANY (v_ids)),
+            'webhook_cursors', (SELECT count(*) FROM tidebase.webhook_cursors WHERE run_id = ANY (v_ids)),
             'state_streams', (SELECT count(*) FROM tidebase.state_streams WHERE run_id = ANY (v_ids)),
             'state_versions', (SELECT count(*) FROM tidebase.state_versions WHERE run_id = ANY (v_ids)),
             'gates', (SELECT count(*) FROM tidebase.gates WHERE run_id = ANY (v_ids)),
@@ -190,6 +192,12 @@ BEGIN
     DELETE FROM tidebase.events WHERE run_id = ANY (v_ids);
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_tables := v_tables || jsonb_build_object('events', v_n);
+    DELETE FROM tidebase.event_counters WHERE run_id = ANY (v_ids);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_tables := v_tables || jsonb_build_object('event_counters', v_n);
+    DELETE FROM tidebase.webhook_cursors WHERE run_id = ANY (v_ids);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_tables := v_tables || jsonb_build_object('webhook_cursors', v_n);
     DELETE FROM tidebase.gates WHERE run_id = ANY (v_ids);
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_tables := v_tables || jsonb_build_object('gates', v_n);

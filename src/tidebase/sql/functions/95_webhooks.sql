@@ -102,31 +102,46 @@ BEGIN
 END
 $$;
 
--- The run trigger: at commit, the deliveries of every event in the seq range (OLD.event_seq, NEW.event_seq] of one
--- update of a run with channels (from 0 for an inserted run), each with its seq.
-CREATE OR REPLACE FUNCTION tidebase.runs_webhooks() RETURNS trigger
+-- Hands the events (p_from, p_to] of run p_run_id, which has channels, to its channels: moves the run's webhook cursor
+-- to p_to, which queues the deliveries of those events when the transaction commits (the trigger below). Called by
+-- tidebase.next_seq under the run row lock, for runs with channels only: every other run never touches the cursors or
+-- their triggers. A run's first call creates its cursor at p_from.
+CREATE OR REPLACE FUNCTION tidebase.hand_to_channels(p_run_id text, p_from bigint, p_to bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE tidebase.webhook_cursors SET event_seq = p_to WHERE run_id = p_run_id;
+    IF NOT FOUND THEN
+        INSERT INTO tidebase.webhook_cursors (run_id, from_seq, event_seq) VALUES (p_run_id, p_from, p_to);
+    END IF;
+END
+$$;
+
+-- The cursor's trigger: at commit, the deliveries of every event in the seq range (OLD.event_seq, NEW.event_seq] of
+-- one move of a run's cursor (from from_seq for a new cursor), each with its seq.
+CREATE OR REPLACE FUNCTION tidebase.log_webhooks() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     e tidebase.events%ROWTYPE;
-    v_from bigint := CASE WHEN TG_OP = 'INSERT' THEN 0 ELSE OLD.event_seq END;
+    v_from bigint := CASE WHEN TG_OP = 'INSERT' THEN NEW.from_seq ELSE OLD.event_seq END;
+    v_hooks jsonb;
 BEGIN
+    SELECT webhooks INTO v_hooks FROM tidebase.runs WHERE id = NEW.run_id;
     FOR e IN SELECT * FROM tidebase.events
-              WHERE run_id = NEW.id AND seq > v_from AND seq <= NEW.event_seq ORDER BY seq LOOP
+              WHERE run_id = NEW.run_id AND seq > v_from AND seq <= NEW.event_seq ORDER BY seq LOOP
         IF e.type <> 'gate.created' THEN  -- queued by begin_gate, which alone knows the resolve token
-            PERFORM tidebase.queue_webhooks(NEW.id, NEW.webhooks, e.type, e.payload, e.seq);
+            PERFORM tidebase.queue_webhooks(NEW.run_id, v_hooks, e.type, e.payload, e.seq);
         END IF;
     END LOOP;
     RETURN NULL;
 END
 $$;
 
-DROP TRIGGER IF EXISTS runs_webhooks_insert ON tidebase.runs;
-CREATE CONSTRAINT TRIGGER runs_webhooks_insert AFTER INSERT ON tidebase.runs DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW WHEN (NEW.webhooks <> '[]'::jsonb) EXECUTE FUNCTION tidebase.runs_webhooks();
-DROP TRIGGER IF EXISTS runs_webhooks_update ON tidebase.runs;
-CREATE CONSTRAINT TRIGGER runs_webhooks_update AFTER UPDATE ON tidebase.runs DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW WHEN (NEW.webhooks <> '[]'::jsonb AND NEW.event_seq > OLD.event_seq)
-    EXECUTE FUNCTION tidebase.runs_webhooks();
+DROP TRIGGER IF EXISTS log_webhooks_insert ON tidebase.webhook_cursors;
+CREATE CONSTRAINT TRIGGER log_webhooks_insert AFTER INSERT ON tidebase.webhook_cursors DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION tidebase.log_webhooks();
+DROP TRIGGER IF EXISTS log_webhooks_update ON tidebase.webhook_cursors;
+CREATE CONSTRAINT TRIGGER log_webhooks_update AFTER UPDATE ON tidebase.webhook_cursors DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION tidebase.log_webhooks();
 
 -- The resolve token in a delivery body: a gate.created body carries it under payload.gate once rendered, and under
 -- payload before; null for every other body.
