@@ -1,7 +1,7 @@
 -- Tidebase schema, version 4: each run's event counter moves off the run row into a narrow table of its own.
 --
 -- Every event of a run takes the next seq of its counter (tidebase.next_seq, sql/functions/20_fence_and_events.sql).
--- Until version 3 the counter was runs.event_seq, so every step updated the run row: a row of 40 columns, 13
+-- Until version 3 the counter was runs.event_seq, so every step updated the run row: a row of 36 columns, 13
 -- indexes and 6 CHECK constraints. Even as a heap-only update, Postgres opens every index of the table and
 -- deserializes and evaluates every CHECK constraint on each execution of such a statement. Now the fence only locks
 -- the run row (SELECT ... FOR NO KEY UPDATE, which conflicts with every other writer of the run exactly as the update
