@@ -143,3 +143,79 @@ def test_expired_lease_can_be_taken_over_with_a_new_token(dsn: str, db: psycopg.
     assert tide2.runs.get("exp-1").attempt == 2
     tide.close()
     tide2.close()
+
+
+def _held_run(db: psycopg.Connection[Any], run_id: str) -> int:
+    """A run held by owner `w1`, its lease already expired (so another owner may take it over); returns its token."""
+    db.execute("SELECT * FROM tidebase.create_run(%s, 'wf', '{}'::jsonb, 'h', false, '{}'::jsonb, NULL, 60000)",
+               (run_id,))
+    row = db.execute("SELECT fencing_token FROM tidebase.acquire_run(%s, 'w1', 60000, NULL, NULL)",
+                     (run_id,)).fetchone()
+    assert row is not None
+    db.execute("UPDATE tidebase.runs SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (run_id,))
+    return int(row[0])
+
+
+def _complete(conn: psycopg.Connection[Any], run_id: str, token: int, key: str) -> Any:
+    return conn.execute("SELECT tidebase.complete_step(%s, %s, %s, %s, 's', 1, 'h', '{}'::jsonb, '1'::jsonb, 1, false)",
+                        (run_id, token, key, f"step_{key}")).fetchone()
+
+
+def test_a_step_write_queued_behind_a_takeover_is_refused_by_the_new_token(
+    dsn: str, db: psycopg.Connection[Any], observer: psycopg.Connection[Any]
+) -> None:
+    """The fence locks the run row (it no longer updates it). A zombie's step write that reaches the row while a
+    take-over holds it waits, and is then checked against the row the take-over committed: refused with TB003, with
+    no step, no event and no seq left behind."""
+    old = _held_run(db, "q1")
+    seq_before = db.execute("SELECT event_seq FROM tidebase.event_counters WHERE run_id = 'q1'").fetchone()
+    with psycopg.connect(dsn) as taker:
+        row = taker.execute("SELECT fencing_token FROM tidebase.acquire_run('q1', 'w2', 60000, NULL, NULL)").fetchone()
+        assert row is not None and row[0] == old + 1  # the take-over, uncommitted: it holds the run row
+        outcome: dict[str, Any] = {}
+
+        def zombie() -> None:
+            with psycopg.connect(dsn, autocommit=True, application_name="fence-zombie") as conn:
+                try:
+                    outcome["row"] = _complete(conn, "q1", old, "late")
+                except psycopg.Error as exc:
+                    outcome["error"] = exc
+
+        thread = threading.Thread(target=zombie)
+        thread.start()
+        wait_for_lock_waiters(observer, "fence-zombie", 1)  # the zombie's fence waits on the take-over's row lock
+        taker.commit()
+        thread.join(30)
+    assert "row" not in outcome and outcome["error"].sqlstate == "TB003"
+    assert db.execute("SELECT count(*) FROM tidebase.steps WHERE run_id = 'q1'").fetchone() == (0,)
+    types = [r[0] for r in db.execute("SELECT type FROM tidebase.events WHERE run_id = 'q1' ORDER BY seq")]
+    assert "step.completed" not in types and types[-1] == "run.started"
+    seq_after = db.execute("SELECT event_seq FROM tidebase.event_counters WHERE run_id = 'q1'").fetchone()
+    assert seq_before is not None and seq_after == (seq_before[0] + 1,)  # the take-over's run.started only
+
+
+def test_a_takeover_waits_for_the_step_write_in_progress(
+    dsn: str, db: psycopg.Connection[Any], observer: psycopg.Connection[Any]
+) -> None:
+    """The other order: a holder's step write holds the run row lock until it commits, so a take-over (and a
+    cancellation) arriving meanwhile waits, then goes ahead after it; the write's event precedes theirs in the log."""
+    token = _held_run(db, "q2")
+    with psycopg.connect(dsn) as writer:
+        assert _complete(writer, "q2", token, "in-flight") == ("step_in-flight",)
+        done: dict[str, Any] = {}
+
+        def take_over() -> None:
+            with psycopg.connect(dsn, autocommit=True, application_name="fence-taker") as conn:
+                done["token"] = conn.execute(
+                    "SELECT fencing_token FROM tidebase.acquire_run('q2', 'w2', 60000, NULL, NULL)").fetchone()
+
+        thread = threading.Thread(target=take_over)
+        thread.start()
+        wait_for_lock_waiters(observer, "fence-taker", 1)  # the take-over waits on the write's lock of the run row
+        writer.commit()
+        thread.join(30)
+    assert done["token"] == (token + 1,)
+    log = db.execute("SELECT type, payload ->> 'name' FROM tidebase.events WHERE run_id = 'q2' ORDER BY seq").fetchall()
+    assert log[-2:] == [("step.completed", "in-flight"), ("run.started", None)]
+    assert db.execute("SELECT status FROM tidebase.steps WHERE run_id = 'q2' AND key = 'in-flight'").fetchone() == (
+        "completed",)
