@@ -97,8 +97,8 @@ END
 $$;
 
 -- The fence: admits a write to run p_run_id under p_token (NULL: an unfenced writer, refused only by a terminal run),
--- reserves p_events seqs and returns the first; raises (tidebase.refuse) otherwise. Every fenced write calls it,
--- first, before it locks anything else of the run.
+-- reserves p_events seqs and returns the first (null for 0: the lock only); raises (tidebase.refuse) otherwise. Every
+-- fenced write calls it, first, before it locks anything else of the run.
 CREATE OR REPLACE FUNCTION tidebase.fence(p_run_id text, p_token bigint, p_events integer DEFAULT 1) RETURNS bigint
 LANGUAGE sql AS $$
     SELECT tidebase.next_seq(p_run_id, p_events, true, p_token)

@@ -152,10 +152,11 @@ BEGIN
 END
 $$;
 
--- Completes step p_key under the holder's token: the fence first (one statement that also reserves the event's seq),
--- then a conditional upsert that never overwrites a completed or parked step nor one of other input (I1, I2), then
--- step.completed. The executed-step hot path: one round trip, one transaction. p_begun: see the header. Returns the
--- step id; raises (tidebase.refuse, tidebase.step_refusal) otherwise, which rolls the reserved seq back too.
+-- Completes step p_key under the holder's token: the fence first (one call that locks the run row and reserves the
+-- event's seq), then a conditional upsert that never overwrites a completed or parked step nor one of other input
+-- (I1, I2), then step.completed. The executed-step hot path: one round trip, one transaction. p_begun: see the header.
+-- Returns the step id; raises (tidebase.refuse, tidebase.step_refusal) otherwise, which rolls the reserved seq back
+-- too.
 CREATE OR REPLACE FUNCTION tidebase.complete_step(
     p_run_id text, p_token bigint, p_key text, p_step_id text, p_name text, p_occurrence integer,
     p_input_hash text, p_contract jsonb, p_output jsonb, p_attempt integer, p_begun boolean DEFAULT false
